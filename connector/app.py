@@ -1,0 +1,187 @@
+"""The Faust application: agents, tables and the timer that drive both lanes.
+
+Topology (N = ``BATCHBRIDGE_PARTITIONS``):
+
+``inference.deferred`` ─ingest─▶ ``<app>-work`` (keyed by batch key, N partitions)
+                                   ▲   │ work agent: pending/batches tables, provider I/O
+                      ticks ───────┘   ▼
+``inference.realtime`` ─realtime (concurrency K)─▶ ``inference.results`` / ``.deadletter``
+
+The work topic carries both re-keyed requests and per-partition ticks, so one agent owns
+each partition's state and every table write happens inside an event of that partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+from typing import Any
+
+import faust
+
+from connector import metrics
+from connector.config import Settings
+from connector.lanes import records
+from connector.lanes.deferred import DeferredLane, now_ms
+from connector.lanes.intake import Rejected, admit
+from connector.lanes.outputs import Outputs
+from connector.lanes.realtime import RealtimeLane
+from connector.model import BatchKey
+from connector.pricing import PriceTable
+from connector.providers.registry import build_providers
+from connector.serde import build_codec
+
+log = logging.getLogger(__name__)
+
+
+def _credentials(settings: Settings) -> Any:
+    k = settings.kafka
+    if k.security_protocol == "PLAINTEXT":
+        return None
+    context = None
+    if k.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=k.ssl_cafile)
+        if k.ssl_certfile:
+            context.load_cert_chain(k.ssl_certfile, k.ssl_keyfile)
+    if k.security_protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(
+        username=k.sasl_username,
+        password=k.sasl_password.get_secret_value() if k.sasl_password else None,
+        mechanism=k.sasl_mechanism or "PLAIN",
+        ssl_context=context,
+    )
+
+
+def create_app(settings: Settings) -> faust.App:
+    servers = ";".join(s.strip() for s in settings.kafka.bootstrap_servers.split(","))
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{servers}",
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        processing_guarantee="at_least_once",
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        datadir=os.path.join(settings.data_dir, f"worker-{os.getpid()}"),
+        producer_acks=-1,
+    )
+    codec = build_codec(settings)
+    providers = build_providers(settings)
+    prices = PriceTable.load(settings.prices_file)
+    outputs = Outputs(app, settings, codec)
+    allow = frozenset(settings.reply_topic_allowlist)
+    max_body = {name: p.limits.max_bytes for name, p in providers.items()}
+
+    deferred_in = app.topic(settings.topics.deferred, key_serializer="raw", value_serializer="raw")
+    realtime_in = app.topic(settings.topics.realtime, key_serializer="raw", value_serializer="raw")
+    work = app.topic(
+        f"{settings.app_id}-work",
+        partitions=settings.partitions,
+        internal=True,
+        key_serializer="raw",
+        value_serializer="json",
+    )
+    pending = app.Table("pending", default=None, partitions=settings.partitions)
+    batches = app.Table("batches", default=None, partitions=settings.partitions)
+
+    deferred = DeferredLane(settings, providers, outputs, prices, pending, batches, flush=app.producer.flush)
+    realtime = RealtimeLane(settings, providers, outputs, prices, clock=now_ms)
+    app.batchbridge = {"deferred": deferred, "realtime": realtime, "providers": providers}  # type: ignore[attr-defined]
+
+    async def reject(rejected: Rejected, source: tuple[str, int, int]) -> None:
+        log.warning("dead-lettering %s from %s/%d@%d: %s", rejected.error_class, *source, rejected.message)
+        await outputs.failure(
+            records.failure_record(
+                error_class=rejected.error_class,
+                message=rejected.message,
+                now=now_ms(),
+                request=rejected.request,
+                raw_value=rejected.raw,
+                source=source,
+            )
+        )
+        metrics.FAILURES.labels(rejected.error_class).inc()
+
+    @app.agent(deferred_in, name="ingest")
+    async def ingest(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            source = (msg.topic, msg.partition, msg.offset)
+            request = admit(codec, event.value, msg.topic, allow, max_body)
+            if isinstance(request, Rejected):
+                await reject(request, source)
+                continue
+            await deferred.wait_for_room()
+            entry = {
+                "rid": request["request_id"],
+                "attempt": int(request.get("attempt") or 1),
+                "key": str(BatchKey.of(request)),
+                "req": request,
+                "size": len(request["body"].encode()),
+                "deadline": request.get("deadline"),
+                "src": list(source),
+            }
+            await work.send(key=entry["key"].encode(), value={"t": "req", "entry": entry})
+
+    @app.agent(work, name="work")
+    async def work_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            partition = event.message.partition
+            value = event.value
+            try:
+                if value.get("t") == "req":
+                    await deferred.on_request(value["entry"], partition)
+                else:
+                    await deferred.on_tick(partition)
+            except Exception:
+                # A bug must not stall the partition forever; the state is in the tables
+                # and the next tick picks the work up again.
+                log.exception("work partition %d: event failed", partition)
+
+    @app.agent(realtime_in, name="realtime", concurrency=settings.realtime_concurrency)
+    async def realtime_agent(stream: faust.StreamT) -> None:
+        async for event in stream.events():
+            msg = event.message
+            source = (msg.topic, msg.partition, msg.offset)
+            request = admit(codec, event.value, msg.topic, allow, {})
+            if isinstance(request, Rejected):
+                await reject(request, source)
+                continue
+            metrics.REQUESTS_IN.labels("realtime").inc()
+            await realtime.handle(request, source)
+
+    @app.timer(interval=settings.tick_interval_s)
+    async def tick() -> None:
+        # Every worker ticks the work partitions it owns: no leader to lose.
+        for tp in app.assignor.assigned_actives():
+            if tp.topic == work.get_topic_name():
+                await work.send(key=None, value={"t": "tick"}, partition=tp.partition)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app_: faust.App, revoked: Any, **kwargs: Any) -> None:
+        deferred.reset()
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app_: faust.App, assigned: Any, **kwargs: Any) -> None:
+        deferred.reset()
+
+    return app
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the worker in the foreground until SIGTERM / Ctrl-C."""
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.create_topics:
+        from connector.topics import apply_topics
+
+        apply_topics(settings)
+    metrics.serve(settings.metrics_port)
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,122 @@
+"""One typed settings object for the whole connector.
+
+Read from the environment (prefix ``BATCHBRIDGE_``, nested fields with ``__``, e.g.
+``BATCHBRIDGE_OPENAI__API_KEY``) and from a ``.env`` file. Secrets are ``SecretStr`` and
+never logged. ``.env.example`` documents every field.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    client_id: str = "batchbridge"
+
+    def confluent_config(self) -> dict[str, Any]:
+        """The same settings as a confluent-kafka (librdkafka) config dict."""
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+            "client.id": self.client_id,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        for key, value in (
+            ("ssl.ca.location", self.ssl_cafile),
+            ("ssl.certificate.location", self.ssl_certfile),
+            ("ssl.key.location", self.ssl_keyfile),
+        ):
+            if value:
+                conf[key] = value
+        return conf
+
+
+class ProviderSettings(BaseModel):
+    """Where one provider lives and how to authenticate. ``base_url`` None = the real API."""
+
+    base_url: str | None = None
+    api_key: SecretStr = SecretStr("emulator-key")
+    timeout_s: float = 60.0
+    max_retries: int = 2
+
+
+class TopicNames(BaseModel):
+    deferred: str = "inference.deferred"
+    realtime: str = "inference.realtime"
+    results: str = "inference.results"
+    deadletter: str = "inference.deadletter"
+    batches: str = "inference.batches"
+
+
+class BatchingSettings(BaseModel):
+    """When a batch closes. Provider limits always apply on top of these."""
+
+    max_requests: int = Field(1000, ge=1)  # close at this many requests
+    max_bytes: int = Field(50_000_000, ge=1024)  # close at this many serialised bytes
+    min_batch: int = Field(50, ge=1)  # below this, wait up to max_linger
+    max_wait_s: float = Field(60.0, gt=0)  # oldest request waited this long and batch >= min_batch
+    max_linger_s: float = Field(300.0, gt=0)  # oldest request waited this long: close anyway
+    expected_turnaround_s: float = Field(3600.0, ge=0)  # assumed batch latency for deadlines
+    deadline_margin_s: float = Field(30.0, ge=0)  # escalate to realtime this long before deadline
+    max_attempts: int = Field(3, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="BATCHBRIDGE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicNames = TopicNames()
+    serde: Literal["avro", "confluent", "json"] = "avro"
+    schema_registry_url: str = "mock://batchbridge"
+    schema_registry_auth: SecretStr | None = None  # "user:password" basic auth
+
+    openai: ProviderSettings = ProviderSettings()
+    anthropic: ProviderSettings = ProviderSettings()
+    gemini: ProviderSettings = ProviderSettings()
+    webhook_secret: SecretStr | None = None  # OpenAI Standard Webhooks secret (whsec_…)
+
+    batching: BatchingSettings = BatchingSettings()
+    app_id: str = "batchbridge"
+    partitions: int = Field(4, ge=1)  # internal topics and tables
+    replication_factor: int = Field(1, ge=1)  # internal topics and tables
+    create_topics: bool = True  # the worker creates missing topics at start
+    reply_topic_allowlist: list[str] = Field(default_factory=list)
+    realtime_concurrency: int = Field(8, ge=1)
+    realtime_timeout_s: float = Field(60.0, gt=0)
+    max_pending_requests: int = Field(100_000, ge=1)  # per worker, queued + in flight
+    dedupe_window_s: float = Field(3600.0, ge=0)  # remember finished request ids this long
+    batch_timeout_s: float = Field(25 * 3600.0, gt=0)  # cancel a batch still running after this
+    poll_initial_s: float = Field(2.0, gt=0)
+    poll_max_s: float = Field(300.0, gt=0)
+    tick_interval_s: float = Field(1.0, gt=0)
+    prices_file: str | None = None  # override the shipped price table
+    metrics_port: int | None = None
+    data_dir: str = ".batchbridge"
+    log_level: str = "INFO"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

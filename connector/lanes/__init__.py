@@ -1,0 +1,1 @@
+"""The two lanes: deferred (provider Batch APIs) and realtime (synchronous APIs)."""

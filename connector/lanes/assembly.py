@@ -1,0 +1,86 @@
+"""When queued requests become a batch. Pure: the caller passes the clock and the limits."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from connector.config import BatchingSettings
+
+COUNT = "count"
+BYTES = "bytes"
+MAX_WAIT = "max_wait"
+MAX_LINGER = "max_linger"
+DEADLINE = "deadline"
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    request_id: str
+    arrived_ms: int
+    size: int  # serialised body bytes
+    deadline_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    request_ids: tuple[str, ...]
+    reason: str
+    size: int
+
+
+def plan_closes(
+    queue: Sequence[Queued],
+    *,
+    now_ms: int,
+    cfg: BatchingSettings,
+    limit_requests: int,
+    limit_bytes: int,
+) -> list[Close]:
+    """Batches to close now from ``queue`` (arrival order), oldest first.
+
+    Full batches close at once (count, bytes — the smaller of the configured and the
+    provider's limit). What is left closes when its oldest request waited ``max_wait`` and
+    it holds at least ``min_batch`` requests, when its oldest waited ``max_linger``
+    whatever its size, or when a request's deadline leaves no more time than the expected
+    batch turnaround.
+    """
+    cap_requests = max(1, min(cfg.max_requests, limit_requests))
+    cap_bytes = max(1, min(cfg.max_bytes, limit_bytes))
+    closes: list[Close] = []
+    start = 0
+    while start < len(queue):
+        end, size = start, 0
+        while end < len(queue) and end - start < cap_requests and (end == start or size + queue[end].size <= cap_bytes):
+            size += queue[end].size
+            end += 1
+        full_by_count = end - start == cap_requests
+        full_by_bytes = end < len(queue) and not full_by_count
+        if not (full_by_count or full_by_bytes):
+            break
+        ids = tuple(q.request_id for q in queue[start:end])
+        closes.append(Close(ids, COUNT if full_by_count else BYTES, size))
+        start = end
+    rest = queue[start:]
+    if rest:
+        reason = _time_reason(rest, now_ms, cfg)
+        if reason:
+            closes.append(Close(tuple(q.request_id for q in rest), reason, sum(q.size for q in rest)))
+    return closes
+
+
+def _time_reason(rest: Sequence[Queued], now_ms: int, cfg: BatchingSettings) -> str | None:
+    waited_s = (now_ms - min(q.arrived_ms for q in rest)) / 1000
+    deadlines = [q.deadline_ms for q in rest if q.deadline_ms is not None]
+    if deadlines and min(deadlines) - cfg.expected_turnaround_s * 1000 <= now_ms:
+        return DEADLINE
+    if len(rest) >= cfg.min_batch and waited_s >= cfg.max_wait_s:
+        return MAX_WAIT
+    if waited_s >= cfg.max_linger_s:
+        return MAX_LINGER
+    return None
+
+
+def must_escalate(deadline_ms: int | None, now_ms: int, cfg: BatchingSettings) -> bool:
+    """A request whose deadline is this close is sent to the realtime lane instead."""
+    return deadline_ms is not None and now_ms >= deadline_ms - cfg.deadline_margin_s * 1000

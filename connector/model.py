@@ -1,0 +1,84 @@
+"""Domain rules for requests, independent of any wire format or I/O.
+
+A request record is the dict form of ``schemas/InferenceRequest.avsc``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from connector.errors import ValidationError
+
+MAX_REQUEST_ID_LEN = 256
+
+#: Endpoints each provider's batch API (and synchronous API) accepts.
+ENDPOINTS: dict[str, frozenset[str]] = {
+    "openai": frozenset({"/v1/chat/completions", "/v1/responses", "/v1/embeddings"}),
+    "anthropic": frozenset({"/v1/messages"}),
+    "gemini": frozenset({"generateContent"}),
+}
+PROVIDERS = tuple(ENDPOINTS)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class BatchKey:
+    """Requests with the same key can share one provider batch."""
+
+    provider: str
+    model: str
+    endpoint: str
+
+    def __str__(self) -> str:
+        return f"{self.provider}|{self.model}|{self.endpoint}"
+
+    @classmethod
+    def parse(cls, text: str) -> BatchKey:
+        provider, model, endpoint = text.split("|", 2)
+        return cls(provider, model, endpoint)
+
+    @classmethod
+    def of(cls, request: dict[str, Any]) -> BatchKey:
+        return cls(request["provider"], request["model"], request["endpoint"])
+
+
+def parse_body(request: dict[str, Any]) -> dict[str, Any]:
+    """The provider-native body as a dict; ValidationError if it is not a JSON object."""
+    try:
+        body = json.loads(request["body"])
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ValidationError(f"body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def validate_request(request: dict[str, Any], *, reply_allowlist: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """Check a decoded request; return its parsed body. Raises ValidationError with the reason."""
+    request_id = request.get("request_id")
+    if not isinstance(request_id, str) or not request_id:
+        raise ValidationError("request_id must be a non-empty string")
+    if len(request_id) > MAX_REQUEST_ID_LEN:
+        raise ValidationError(f"request_id is {len(request_id)} characters; at most {MAX_REQUEST_ID_LEN}")
+    provider = request.get("provider")
+    if provider not in ENDPOINTS:
+        raise ValidationError(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}")
+    if not request.get("model"):
+        raise ValidationError("model must be set")
+    if "|" in request["model"]:
+        raise ValidationError("model must not contain '|'")
+    endpoint = request.get("endpoint")
+    if endpoint not in ENDPOINTS[provider]:
+        raise ValidationError(
+            f"endpoint {endpoint!r} is not supported for {provider}; expected one of {', '.join(sorted(ENDPOINTS[provider]))}"
+        )
+    if int(request.get("attempt") or 1) < 1:
+        raise ValidationError("attempt must be >= 1")
+    reply = request.get("reply_topic")
+    if reply is not None and reply not in reply_allowlist:
+        raise ValidationError(f"reply_topic {reply!r} is not on the allow-list")
+    body = parse_body(request)
+    if body.get("stream"):
+        raise ValidationError("streaming requests cannot be batched or answered as one event")
+    return body

@@ -1,0 +1,237 @@
+"""The deferred lane's state machine against in-memory tables and a fake provider.
+
+The same code runs inside the Faust agent; here every edge is a fake, so every path is
+fast and deterministic. The broker-backed tests live in tests/integration.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from connector.config import BatchingSettings, Settings
+from connector.lanes.deferred import DONE, EMITTED, DeferredLane
+from connector.pricing import PriceTable
+from connector.providers.base import BatchState, OutcomeKind
+from tests.lanes.fakes import Clock, FakeOutputs, FakeProvider
+
+KEY = "openai|gpt-4o-mini|/v1/chat/completions"
+
+
+def entry(i: int, *, attempt: int = 1, deadline: int | None = None, text: str | None = None, rid: str | None = None):
+    rid = rid or f"req-{i}"
+    body = json.dumps({"text": text or f"t{i}"})
+    req = {"request_id": rid, "provider": "openai", "model": "gpt-4o-mini", "endpoint": "/v1/chat/completions",
+           "body": body, "metadata": {}, "deadline": deadline, "reply_topic": None, "attempt": attempt,
+           "created_at": 1_000_000}
+    return {"rid": rid, "attempt": attempt, "key": KEY, "req": req, "size": len(body), "deadline": deadline,
+            "src": ["inference.deferred", 0, i]}
+
+
+class Harness:
+    def __init__(self, **batching):
+        cfg = dict(max_requests=10, min_batch=3, max_wait_s=5, max_linger_s=20, expected_turnaround_s=60,
+                   deadline_margin_s=10, max_attempts=2)
+        cfg.update(batching)
+        self.settings = Settings(batching=BatchingSettings(**cfg), poll_initial_s=1, poll_max_s=4, dedupe_window_s=100)
+        self.clock = Clock()
+        self.provider = FakeProvider()
+        self.out = FakeOutputs()
+        self.pending: dict = {}
+        self.batches: dict = {}
+        self.flushes = 0
+        self.lane = self.new_lane()
+
+    def new_lane(self) -> DeferredLane:
+        async def flush():
+            self.flushes += 1
+        return DeferredLane(self.settings, {"openai": self.provider}, self.out, PriceTable.load(),
+                            self.pending, self.batches, flush=flush, clock=self.clock)
+
+    async def feed(self, *entries, p=0):
+        for e in entries:
+            await self.lane.on_request(e, p)
+
+    async def tick(self, seconds=0.0, p=0):
+        self.clock.advance(seconds)
+        await self.lane.on_tick(p)
+
+    def outcome_ids(self):
+        return sorted([r["request_id"] for r in self.out.results] + [f["request_id"] for f in self.out.failures])
+
+
+async def test_count_close_submit_poll_emit_end_to_end():
+    h = Harness()
+    await h.feed(*[entry(i) for i in range(10)])
+    assert len(h.batches) == 1 and next(iter(h.batches.values()))["state"] == "INTENT"
+    await h.tick()
+    assert h.provider.submits == 1 and h.flushes >= 1
+    h.provider.finish_all()
+    await h.tick(5)
+    assert sorted(r["request_id"] for r in h.out.results) == sorted(f"req-{i}" for i in range(10))
+    assert all(r["lane"] == "batch" and r["provider_batch_id"] == "batch_1" for r in h.out.results)
+    assert all(r["cost_usd"] == pytest.approx(r["realtime_cost_usd"] / 2) for r in h.out.results)
+    assert all(v["state"] == DONE for v in h.pending.values())
+    assert [e["state"] for e in h.out.events] == ["SUBMITTED", "ENDED", "EMITTED"]
+    assert next(iter(h.batches.values()))["state"] == EMITTED
+
+
+async def test_replayed_request_is_not_added_twice():
+    h = Harness()
+    await h.feed(entry(1), entry(1), entry(2))
+    assert len(h.pending) == 2
+    await h.tick(21)
+    h.provider.finish_all()
+    await h.tick(5)
+    await h.feed(entry(1))  # replay after done: still a duplicate of attempt 1
+    assert h.outcome_ids() == ["req-1", "req-2"]
+    assert sum(1 for b in h.provider.batches.values() for _ in b["items"]) == 2
+
+
+async def test_time_windows_wait_and_linger():
+    h = Harness()
+    await h.feed(entry(1), entry(2))
+    await h.tick(6)
+    assert not h.batches  # below min_batch, not lingered yet
+    await h.tick(15)
+    assert [b["reason"] for b in h.batches.values()] == ["max_linger"]
+    h2 = Harness()
+    await h2.feed(entry(1), entry(2), entry(3))
+    await h2.tick(4)
+    assert not h2.batches
+    await h2.tick(1.1)
+    assert [b["reason"] for b in h2.batches.values()] == ["max_wait"]
+
+
+async def test_retryable_goes_back_with_next_attempt_then_dead_letters():
+    h = Harness()
+    h.provider.kinds = {"flaky": OutcomeKind.RETRYABLE, "bad": OutcomeKind.PERMANENT}
+    await h.feed(entry(1, text="flaky"), entry(2, text="bad"), entry(3))
+    await h.tick(21)
+    h.provider.finish_all()
+    await h.tick(2)
+    assert [r["request_id"] for r in h.out.results] == ["req-3"]
+    assert [f["error_class"] for f in h.out.failures] == ["provider_rejected"]
+    assert [(r["request_id"], r["attempt"]) for r in h.out.retries] == [("req-1", 2)]
+    retry = entry(1, attempt=2, text="flaky")
+    await h.feed(retry)  # a higher attempt is not a duplicate
+    await h.tick(21)
+    h.provider.finish_all()
+    await h.tick(2)
+    last = h.out.failures[-1]
+    assert last["request_id"] == "req-1" and last["error_class"] == "retries_exhausted" and last["attempts"] == 2
+    assert last["source_topic"] == "inference.deferred"
+
+
+@pytest.mark.parametrize("state,error_class", [(BatchState.EXPIRED, "expired"), (BatchState.CANCELLED, "cancelled"),
+                                               (BatchState.FAILED, "batch_failed")])
+async def test_unfinished_requests_of_a_bad_batch_follow_the_retry_rules(state, error_class):
+    h = Harness(max_attempts=1)
+    h.provider.final_state = state
+    await h.feed(*[entry(i) for i in range(4)])
+    await h.tick(21)
+    first = next(iter(h.provider.batches.values()))["items"][0].custom_id
+    h.provider.omit = {item.custom_id for item in next(iter(h.provider.batches.values()))["items"]} - {first}
+    h.provider.finish_all()
+    await h.tick(2)
+    if state is BatchState.FAILED:
+        assert not h.out.results  # a failed batch has no results to read
+        assert len(h.out.failures) == 4
+    else:
+        assert len(h.out.results) == 1 and len(h.out.failures) == 3
+    assert {f["error_class"] for f in h.out.failures} == {error_class}
+    assert h.outcome_ids() == [f"req-{i}" for i in range(4)]
+
+
+async def test_deadline_closes_early_and_escalates_when_batch_is_late():
+    h = Harness()
+    now = h.clock()
+    await h.feed(entry(1, deadline=now + 59_000), entry(2))
+    await h.tick(0)
+    assert [b["reason"] for b in h.batches.values()] == ["deadline"]
+    await h.tick(50)  # the batch is still running 10 s before the deadline
+    assert [r["request_id"] for r in h.out.escalated] == ["req-1"]
+    h.provider.finish_all()
+    await h.tick(5)
+    assert [r["request_id"] for r in h.out.results] == ["req-2"]  # the late batch answer is dropped
+
+
+async def test_restart_mid_flight_reconciles_instead_of_resubmitting():
+    h = Harness()
+    h.provider.lose_submit_response = True  # the batch exists, but we never heard back
+    await h.feed(*[entry(i) for i in range(10)])
+    await h.tick()
+    assert h.provider.submits == 1
+    h.lane = h.new_lane()  # a new process: indexes rebuilt from the tables
+    await h.tick(10)
+    assert h.provider.submits == 1  # found by tag, not submitted again
+    h.provider.finish_all()
+    await h.tick(10)
+    assert h.outcome_ids() == sorted(f"req-{i}" for i in range(10))
+
+
+async def test_restart_during_emission_resumes_without_re_emitting():
+    h = Harness()
+    await h.feed(*[entry(i) for i in range(10)])
+    await h.tick()
+    h.provider.finish_all()
+
+    class Boom(Exception):
+        pass
+
+    sent = 0
+    original = h.out.result
+
+    async def flaky_result(record, reply_topic=None):
+        nonlocal sent
+        if sent == 4:
+            raise Boom
+        sent += 1
+        await original(record, reply_topic)
+
+    h.out.result = flaky_result
+    with pytest.raises(Boom):
+        await h.tick(5)
+    h.out.result = original
+    h.lane = h.new_lane()
+    await h.tick(5)
+    ids = [r["request_id"] for r in h.out.results]
+    assert len(ids) == 10 and len(set(ids)) == 10
+
+
+async def test_submit_outage_backs_off_and_retries_with_reconcile():
+    h = Harness()
+    h.provider.fail_next_submits = 2
+    await h.feed(*[entry(i) for i in range(10)])
+    await h.tick()
+    await h.tick(0.1)  # still backing off: no new call
+    assert h.provider.submits == 0
+    for _ in range(6):
+        await h.tick(5)
+    assert h.provider.submits == 1
+
+
+async def test_done_markers_are_purged_after_the_dedupe_window():
+    h = Harness()
+    await h.feed(*[entry(i) for i in range(10)])
+    await h.tick()
+    h.provider.finish_all()
+    await h.tick(2)
+    assert len(h.pending) == 10
+    await h.tick(101)
+    assert not h.pending and not h.batches
+
+
+async def test_memory_bound_blocks_ingest():
+    h = Harness()
+    h.settings.max_pending_requests = 3
+    await h.feed(entry(1), entry(2), entry(3))
+    assert h.lane.live_requests() == 3
+    import asyncio
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(h.lane.wait_for_room(), 0.5)
+    await h.tick(21)
+    h.provider.finish_all()
+    await h.tick(2)
+    await asyncio.wait_for(h.lane.wait_for_room(), 0.5)
