@@ -40,6 +40,9 @@ class OutcomeKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Tokens of one request. ``input_tokens`` counts every input token, cached ones included;
+    ``cached_tokens`` is that cached subset (the same meaning for all three providers)."""
+
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0

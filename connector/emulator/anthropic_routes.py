@@ -1,0 +1,287 @@
+"""Anthropic: Message Batches and Messages, as ``anthropic`` calls them."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from . import synth
+from .faults import ANTHROPIC_ERRORS, anthropic_body, error_for
+from .state import (
+    BatchRecord,
+    Phase,
+    Progress,
+    RequestRecord,
+    Result,
+    count_results,
+    new_id,
+    progress,
+    result_of,
+)
+
+if TYPE_CHECKING:
+    from .server import Emulator
+
+CUSTOM_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+EXPIRY_SECONDS = 24 * 3600
+RETENTION_SECONDS = 29 * 24 * 3600
+
+
+# --- pure wire shapes ---------------------------------------------------------------------
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def message(body: dict[str, Any], serialised: str, salt: str = "") -> dict[str, Any]:
+    c = synth.complete(serialised)
+    return {
+        "id": f"msg_{synth.digest('msg', salt, serialised):016x}",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model", "unknown-model"),
+        "content": [{"type": "text", "text": c.text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {
+            # Anthropic counts cache reads apart from the uncached input.
+            "input_tokens": c.input_tokens - c.cached_tokens,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": c.cached_tokens,
+            "output_tokens": c.output_tokens,
+        },
+    }
+
+
+def validate_requests(requests: Any, max_requests: int) -> str | None:
+    """The reason the create call is rejected (400), or None."""
+    if not isinstance(requests, list) or not requests:
+        return "requests: must contain at least one request"
+    if len(requests) > max_requests:
+        return f"requests: at most {max_requests} requests are allowed in a batch"
+    seen: set[str] = set()
+    for index, item in enumerate(requests):
+        custom_id = item.get("custom_id") if isinstance(item, dict) else None
+        if not isinstance(custom_id, str) or not CUSTOM_ID_RE.match(custom_id):
+            return (
+                f"requests.{index}.custom_id: String should match pattern '^[a-zA-Z0-9_-]{{1,64}}$'"
+            )
+        if custom_id in seen:
+            return f"requests.{index}.custom_id: Duplicate custom_id '{custom_id}'"
+        seen.add(custom_id)
+        params = item.get("params")
+        if not isinstance(params, dict) or "model" not in params or "messages" not in params:
+            return f"requests.{index}.params: model and messages are required"
+        if params.get("stream"):
+            return f"requests.{index}.params.stream: streaming is not supported in batches"
+    return None
+
+
+def processing_status(prog: Progress) -> str:
+    if prog.is_final:
+        return "ended"
+    return "canceling" if prog.phase is Phase.CANCELLING else "in_progress"
+
+
+def batch_object(batch: BatchRecord, prog: Progress, base_url: str) -> dict[str, Any]:
+    counts = count_results(batch, prog)
+    ended = prog.is_final
+    return {
+        "id": batch.id,
+        "type": "message_batch",
+        "processing_status": processing_status(prog),
+        "request_counts": {
+            "processing": counts[Result.PROCESSING],
+            "succeeded": counts[Result.SUCCEEDED],
+            "errored": counts[Result.ERRORED],
+            "canceled": counts[Result.CANCELLED],
+            "expired": counts[Result.EXPIRED],
+        },
+        "created_at": iso(batch.created_at),
+        "expires_at": iso(batch.created_at + EXPIRY_SECONDS),
+        "ended_at": iso(prog.ended_at),
+        "archived_at": None,
+        "cancel_initiated_at": iso(prog.cancelling_at),
+        "results_url": f"{base_url}/v1/messages/batches/{batch.id}/results" if ended else None,
+    }
+
+
+def result_lines(batch: BatchRecord, prog: Progress) -> Iterator[str]:
+    for index in synth.shuffled(batch.total, batch.seed, batch.id):
+        request = batch.requests[index]
+        outcome = result_of(request, index, prog)
+        if outcome is Result.SUCCEEDED:
+            result: dict[str, Any] = {
+                "type": "succeeded",
+                "message": message(request.body, request.serialised, batch.id + request.key),
+            }
+        elif outcome is Result.ERRORED:
+            e = ANTHROPIC_ERRORS[request.error or "server_error"]
+            result = {"type": "errored", "error": anthropic_body(e.type, e.message)}
+        elif outcome is Result.EXPIRED:
+            result = {"type": "expired"}
+        else:
+            result = {"type": "canceled"}
+        yield json.dumps({"custom_id": request.key, "result": result}) + "\n"
+
+
+# --- handlers -----------------------------------------------------------------------------
+
+
+def _error(status: int, type_: str, message_: str) -> web.Response:
+    return web.json_response(anthropic_body(type_, message_), status=status)
+
+
+class AnthropicRoutes:
+    def __init__(self, emu: Emulator) -> None:
+        self.emu = emu
+
+    def add_to(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/v1/messages/batches", self.create_batch)
+        router.add_get("/v1/messages/batches", self.list_batches)
+        router.add_get("/v1/messages/batches/{id}", self.get_batch)
+        router.add_post("/v1/messages/batches/{id}/cancel", self.cancel_batch)
+        router.add_get("/v1/messages/batches/{id}/results", self.results)
+        router.add_post("/v1/messages", self.create_message)
+
+    async def create_batch(self, request: web.Request) -> web.Response:
+        cfg = self.emu.config
+        if request.content_length is not None and request.content_length > cfg.anthropic_max_bytes:
+            return _error(
+                413,
+                "request_too_large",
+                f"Request exceeds the maximum size of {cfg.anthropic_max_bytes} bytes.",
+            )
+        raw = await request.read()
+        if len(raw) > cfg.anthropic_max_bytes:
+            return _error(
+                413,
+                "request_too_large",
+                f"Request exceeds the maximum size of {cfg.anthropic_max_bytes} bytes.",
+            )
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            return _error(400, "invalid_request_error", "Invalid JSON body.")
+        items = payload.get("requests") if isinstance(payload, dict) else None
+        problem = validate_requests(items, cfg.anthropic_max_requests)
+        if problem:
+            return _error(400, "invalid_request_error", problem)
+        assert isinstance(items, list)
+        requests = []
+        for item in items:
+            serialised = synth.serialise(item["params"])
+            requests.append(RequestRecord(item["custom_id"], serialised, item["params"]))
+        outcome = cfg.batch_outcome
+        if outcome == "failed":
+            # A Message Batch never fails as a whole: every request errors instead.
+            for r in requests:
+                r.error = r.error or "server_error"
+            outcome = None
+        batch = self.emu.new_batch(
+            "anthropic", new_id("msgbatch_"), requests, tag=None, outcome=outcome
+        )
+        return web.json_response(self._json(request, batch))
+
+    async def get_batch(self, request: web.Request) -> web.Response:
+        batch = self._batch(request.match_info["id"])
+        if batch is None:
+            return self._not_found(request)
+        return web.json_response(self._json(request, batch))
+
+    async def cancel_batch(self, request: web.Request) -> web.Response:
+        batch = self._batch(request.match_info["id"])
+        if batch is None:
+            return self._not_found(request)
+        prog = progress(batch, self.emu.now())
+        if (
+            not prog.is_final
+            and batch.cancel_requested_at is None
+            and prog.phase is not Phase.CANCELLING
+        ):
+            batch.cancel_requested_at = self.emu.now()
+        return web.json_response(self._json(request, batch))
+
+    async def list_batches(self, request: web.Request) -> web.Response:
+        batches = self.emu.store.batches_of("anthropic")
+        try:
+            limit = int(request.query.get("limit", "20"))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= 1000:
+            return _error(400, "invalid_request_error", "limit: must be between 1 and 1000")
+        ids = [b.id for b in batches]
+        after_id = request.query.get("after_id")
+        before_id = request.query.get("before_id")
+        if before_id:
+            end = ids.index(before_id) if before_id in ids else 0
+            page = batches[max(0, end - limit) : end]
+            has_more = end - limit > 0
+        else:
+            start = ids.index(after_id) + 1 if after_id in ids else (len(ids) if after_id else 0)
+            page = batches[start : start + limit]
+            has_more = start + limit < len(batches)
+        return web.json_response(
+            {
+                "data": [self._json(request, b) for b in page],
+                "has_more": has_more,
+                "first_id": page[0].id if page else None,
+                "last_id": page[-1].id if page else None,
+            }
+        )
+
+    async def results(self, request: web.Request) -> web.StreamResponse:
+        batch = self._batch(request.match_info["id"])
+        if batch is None:
+            return self._not_found(request)
+        prog = progress(batch, self.emu.now())
+        if not prog.is_final:
+            return _error(
+                400,
+                "invalid_request_error",
+                f"Batch {batch.id} is still processing; results are not available yet.",
+            )
+        lines = synth.with_malformed(result_lines(batch, prog), batch.malformed_lines, batch.id)
+        return await self.emu.stream(
+            request, (line.encode() for line in lines), "application/binary"
+        )
+
+    async def create_message(self, request: web.Request) -> web.Response:
+        self.emu.store.sync_calls["anthropic"] += 1
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "invalid_request_error", "Invalid JSON body.")
+        if not isinstance(body, dict) or "model" not in body or "messages" not in body:
+            return _error(400, "invalid_request_error", "model and messages are required")
+        if body.get("stream"):
+            return _error(
+                400, "invalid_request_error", "Streaming is not supported by the emulator."
+            )
+        serialised = synth.serialise(body)
+        kind = synth.marker_kind(serialised)
+        if kind:
+            status, payload = error_for("anthropic", kind)
+            return web.json_response(payload, status=status)
+        return web.json_response(message(body, serialised))
+
+    def _batch(self, batch_id: str) -> BatchRecord | None:
+        batch = self.emu.store.batches.get(batch_id)
+        return batch if batch is not None and batch.provider == "anthropic" else None
+
+    def _json(self, request: web.Request, batch: BatchRecord) -> dict[str, Any]:
+        return batch_object(batch, progress(batch, self.emu.now()), self.emu.base_url(request))
+
+    @staticmethod
+    def _not_found(request: web.Request) -> web.Response:
+        return _error(
+            404, "not_found_error", f"No batch found with id '{request.match_info['id']}'."
+        )

@@ -1,0 +1,375 @@
+"""The emulator server: route table, admin routes, HTTP fault injection, webhooks, runners."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from . import synth, webhooks
+from .anthropic_routes import AnthropicRoutes, processing_status
+from .config import EmulatorConfig
+from .faults import KIND_FOR_STATUS, error_for
+from .gemini_routes import GeminiRoutes, batch_state, is_gemini
+from .openai_routes import OpenAIRoutes, batch_status
+from .state import BatchRecord, RequestRecord, Store, new_id, progress
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STREAM_CHUNK_BYTES = 64 * 1024
+# Large enough for the biggest input any provider accepts (Anthropic: 256 MB per batch).
+MAX_BODY_BYTES = 1024 * 1024 * 1024
+WEBHOOK_POLL_SECONDS = 0.05
+WEBHOOK_ATTEMPTS = 3
+
+
+def provider_of(request: web.Request) -> str:
+    path = request.path
+    if path.startswith("/v1/messages"):
+        return "anthropic"
+    if path.startswith(("/v1beta/", "/upload/")) or is_gemini(request):
+        return "gemini"
+    return "openai"
+
+
+def _either(openai_handler: Handler, gemini_handler: Handler) -> Handler:
+    """One handler for a path both OpenAI and Gemini (``api_version="v1"``) use."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await (gemini_handler if is_gemini(request) else openai_handler)(request)
+
+    return handler
+
+
+class Emulator:
+    """Holds the emulator's state and its aiohttp application (``emu.app``).
+
+    Arguments:
+        config: Start-up settings; ``reset()`` returns to them.
+        clock: Wall clock in seconds, replaceable in tests.
+    """
+
+    def __init__(
+        self, config: EmulatorConfig | None = None, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._initial = config or EmulatorConfig()
+        self.config = self._initial.merged({})
+        self.clock = clock
+        self.store = Store()
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self.app = self._build_app()
+
+    # --- public API -------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.clock()
+
+    def set_faults(self, **fields: Any) -> EmulatorConfig:
+        """Merge ``fields`` into the running config (ValueError on unknown or bad values)."""
+        self.config = self.config.merged(fields)
+        return self.config
+
+    def reset(self) -> None:
+        """Forget every batch, file and counter, and return to the start-up config."""
+        self.store = Store()
+        self.config = self._initial.merged({})
+
+    def stats(self) -> dict[str, Any]:
+        store = self.store
+        now = self.now()
+        return {
+            "batches_created": dict(store.batches_created),
+            "requests_submitted": dict(store.requests_submitted),
+            "sync_calls": dict(store.sync_calls),
+            "files_uploaded": store.files_uploaded,
+            "batches": [
+                {
+                    "provider": b.provider,
+                    "id": b.id if b.provider != "gemini" else f"batches/{b.id}",
+                    "tag": b.tag,
+                    "state": _state_name(b, now),
+                    "total": b.total,
+                }
+                for b in store.batches.values()
+            ],
+        }
+
+    @contextlib.asynccontextmanager
+    async def serve(self, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+        """Run the server on the current loop; yields its base URL, e.g. ``http://127.0.0.1:PORT``."""
+        runner = web.AppRunner(self.app)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, host, port)
+            await site.start()
+            bound_port = runner.addresses[0][1]
+            url_host = f"[{host}]" if ":" in host else host
+            yield f"http://{url_host}:{bound_port}"
+        finally:
+            await runner.cleanup()
+
+    # --- services for the route modules -----------------------------------------------------
+
+    def new_batch(
+        self,
+        provider: str,
+        batch_id: str,
+        requests: list[RequestRecord],
+        *,
+        tag: str | None,
+        outcome: str | None,
+        validation_errors: list[dict[str, Any]] | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> BatchRecord:
+        """Record a batch, fixing now which requests fail, from the config at submission."""
+        cfg = self.config
+        for request in requests:
+            if request.error is None:
+                request.error = synth.injected_error(
+                    request.key,
+                    request.serialised,
+                    seed=cfg.seed,
+                    error_rate=cfg.error_rate,
+                    error_kinds=cfg.error_kinds,
+                )
+        batch = BatchRecord(
+            provider=provider,
+            id=batch_id,
+            created_at=self.now(),
+            processing_seconds=cfg.processing_seconds,
+            requests=requests,
+            outcome=outcome,
+            tag=tag,
+            seed=cfg.seed,
+            malformed_lines=cfg.malformed_lines,
+            validation_errors=validation_errors or [],
+            extra=extra or {},
+        )
+        self.store.add_batch(batch)
+        return batch
+
+    @staticmethod
+    def base_url(request: web.Request) -> str:
+        return f"{request.scheme}://{request.host}"
+
+    @staticmethod
+    async def stream(
+        request: web.Request, chunks: Iterable[bytes], content_type: str
+    ) -> web.StreamResponse:
+        """Send ``chunks`` as they are produced, coalesced into writes of about 64 KiB."""
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        buffer = bytearray()
+        for chunk in chunks:
+            buffer += chunk
+            if len(buffer) >= STREAM_CHUNK_BYTES:
+                await response.write(bytes(buffer))
+                buffer.clear()
+        if buffer:
+            await response.write(bytes(buffer))
+        await response.write_eof()
+        return response
+
+    # --- app wiring -------------------------------------------------------------------------
+
+    def _build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._http_faults], client_max_size=MAX_BODY_BYTES)
+        router = app.router
+        router.add_get("/_emulator/stats", self._stats_route)
+        router.add_get("/_emulator/faults", self._get_faults_route)
+        router.add_post("/_emulator/faults", self._set_faults_route)
+        router.add_post("/_emulator/reset", self._reset_route)
+
+        openai = OpenAIRoutes(self)
+        gemini = GeminiRoutes(self)
+        openai.add_to(router)
+        AnthropicRoutes(self).add_to(router)
+        gemini.add_to(router)
+        router.add_get("/v1/batches", _either(openai.list_batches, gemini.list_batches))
+        router.add_get("/v1/batches/{id:[^/:]+}", _either(openai.get_batch, gemini.get_batch))
+        router.add_get("/v1/files/{id:[^/:]+}", _either(openai.get_file, gemini.get_file))
+        app.cleanup_ctx.append(self._webhook_ctx)
+        return app
+
+    @web.middleware
+    async def _http_faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not request.path.startswith("/_emulator/"):
+            for fault in self.config.http_errors:
+                if fault.matches(request.method, request.path):
+                    fault.count -= 1
+                    status, body = error_for(
+                        provider_of(request), KIND_FOR_STATUS[fault.status], fault.status
+                    )
+                    headers = {}
+                    if fault.retry_after is not None:
+                        headers["Retry-After"] = format(fault.retry_after, "g")
+                    return web.json_response(body, status=status, headers=headers)
+        return await handler(request)
+
+    async def _stats_route(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def _get_faults_route(self, request: web.Request) -> web.Response:
+        return web.json_response(self.config.to_dict())
+
+    async def _set_faults_route(self, request: web.Request) -> web.Response:
+        try:
+            changes = await request.json()
+            if not isinstance(changes, dict):
+                raise ValueError("body must be a JSON object")
+            self.set_faults(**changes)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response(self.config.to_dict())
+
+    async def _reset_route(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"reset": True})
+
+    # --- webhooks ---------------------------------------------------------------------------
+
+    async def _webhook_ctx(self, app: web.Application) -> AsyncIterator[None]:
+        # Batches change state lazily when polled; webhooks exist so that nobody has to poll,
+        # hence this one background task.
+        async with aiohttp.ClientSession() as session:
+            task = asyncio.create_task(self._webhook_loop(session))
+            yield
+            task.cancel()
+            for pending in [task, *self._deliveries]:
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pending
+
+    async def _webhook_loop(self, session: aiohttp.ClientSession) -> None:
+        while True:
+            await asyncio.sleep(WEBHOOK_POLL_SECONDS)
+            url = self.config.webhook_url
+            if not url:
+                continue
+            now = self.now()
+            for batch in self.store.batches_of("openai"):
+                if batch.webhook_sent:
+                    continue
+                prog = progress(batch, now)
+                if prog.final is None:
+                    continue
+                batch.webhook_sent = True
+                body = webhooks.event_body(
+                    new_id("evt_"), prog.final, batch.id, int(prog.ended_at or now)
+                )
+                task = asyncio.create_task(
+                    self._deliver(session, url, self.config.webhook_secret, body)
+                )
+                self._deliveries.add(task)
+                task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver(
+        self, session: aiohttp.ClientSession, url: str, secret: str | None, body: str
+    ) -> None:
+        """POST one event; a redelivery keeps its ``webhook-id`` so receivers can de-duplicate."""
+        webhook_id = new_id("wh_")
+        for attempt in range(WEBHOOK_ATTEMPTS):
+            headers = webhooks.headers(secret, webhook_id, int(time.time()), body)
+            try:
+                async with session.post(url, data=body.encode(), headers=headers) as response:
+                    if response.status < 300:
+                        return
+                    log.warning("webhook to %s answered %s", url, response.status)
+            except aiohttp.ClientError as exc:
+                log.warning("webhook to %s failed: %s", url, exc)
+            await asyncio.sleep(0.1 * 2**attempt)
+
+
+def _state_name(batch: BatchRecord, now: float) -> str:
+    prog = progress(batch, now)
+    if batch.provider == "openai":
+        return batch_status(prog)
+    if batch.provider == "anthropic":
+        return processing_status(prog)
+    return batch_state(prog).replace("BATCH_STATE_", "JOB_STATE_")
+
+
+class EmulatorThread:
+    """The emulator on its own thread and event loop, for synchronous callers.
+
+    ``start()`` returns the base URL once the server listens; ``stop()`` shuts it down.
+    """
+
+    def __init__(
+        self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.emulator = Emulator(config)
+        self.host = host
+        self.port = port
+        self.url: str | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> str:
+        self._thread = threading.Thread(target=self._run, name="provider-emulator", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        assert self.url is not None
+        return self.url
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        try:
+            self._loop.run_until_complete(self._main())
+        except BaseException as exc:  # reported to the thread that called start()
+            self._error = exc
+        finally:
+            self._ready.set()
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with self.emulator.serve(self.host, self.port) as url:
+            self.url = url
+            self._ready.set()
+            await self._stop.wait()
+
+
+def run_emulator(
+    config: EmulatorConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until interrupted (Ctrl-C); ``on_ready`` gets the base URL once listening."""
+
+    async def main() -> None:
+        async with Emulator(config).serve(host, port) as url:
+            log.info("provider emulator listening on %s", url)
+            if on_ready is not None:
+                on_ready(url)
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())

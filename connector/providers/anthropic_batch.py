@@ -1,0 +1,248 @@
+"""Anthropic Message Batches adapter on ``anthropic.AsyncAnthropic``.
+
+A Message Batch has no metadata field, so the connector's tag cannot travel with it.
+``find`` therefore matches on what a batch does show: its creation time (at or after the
+intent was written) and its request count. Two batches of the same size created in the same
+window are indistinguishable; ``find`` then picks the earliest and logs every candidate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import anthropic
+
+from connector.config import ProviderSettings
+from connector.providers.base import (
+    BatchHandle,
+    BatchItem,
+    BatchState,
+    BatchStatus,
+    Outcome,
+    OutcomeKind,
+    Provider,
+)
+from connector.providers.exceptions import BatchRejected, ProviderError, error_for_status
+from connector.providers.limits import ANTHROPIC_LIMITS
+from connector.providers.outcomes import (
+    anthropic_error_fields,
+    anthropic_outcome,
+    anthropic_usage,
+    failure,
+    parse_retry_after,
+)
+
+log = logging.getLogger(__name__)
+
+ENDPOINT = "/v1/messages"
+
+# list() is newest first; a batch created this long before ``created_after`` still counts,
+# to absorb clock skew between this host and the provider.
+FIND_CLOCK_SLACK_S = 60.0
+
+
+def request_params(item: BatchItem) -> dict[str, Any]:
+    return {**item.body, "model": item.model}
+
+
+def encode_request(item: BatchItem) -> bytes:
+    """The request as it appears in the batch create body (used for sizing)."""
+    entry = {"custom_id": item.custom_id, "params": request_params(item)}
+    return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _to_provider_error(exc: anthropic.AnthropicError) -> ProviderError:
+    if isinstance(exc, anthropic.APIStatusError):
+        code, message = anthropic_error_fields(exc.body)
+        return error_for_status(
+            "anthropic",
+            message or str(exc),
+            status=exc.status_code,
+            code=code,
+            retry_after=parse_retry_after(exc.response.headers),
+        )
+    if isinstance(exc, anthropic.APIConnectionError):
+        return error_for_status("anthropic", str(exc), status=None, code="connection_error")
+    return ProviderError(str(exc), provider="anthropic")
+
+
+def _state(batch: Any) -> BatchState:
+    if batch.processing_status == "in_progress":
+        return BatchState.RUNNING
+    if batch.processing_status == "canceling":
+        return BatchState.CANCELLING
+    if batch.cancel_initiated_at is not None:
+        return BatchState.CANCELLED
+    if batch.request_counts.expired:
+        return BatchState.EXPIRED
+    return BatchState.ENDED
+
+
+def _total(batch: Any) -> int:
+    counts = batch.request_counts
+    return counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
+
+
+class AnthropicBatchProvider(Provider):
+    name = "anthropic"
+    limits = ANTHROPIC_LIMITS
+
+    def __init__(
+        self, settings: ProviderSettings, *, client: anthropic.AsyncAnthropic | None = None
+    ) -> None:
+        self._client = client or anthropic.AsyncAnthropic(
+            base_url=settings.base_url,
+            api_key=settings.api_key.get_secret_value(),
+            max_retries=settings.max_retries,
+            timeout=settings.timeout_s,
+        )
+        self.malformed_lines = 0
+
+    async def submit(self, tag: str, items: Sequence[BatchItem]) -> BatchHandle:
+        if not items:
+            raise BatchRejected("a batch needs at least one request", provider=self.name)
+        requests = [{"custom_id": item.custom_id, "params": request_params(item)} for item in items]
+        try:
+            batch = await self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        except anthropic.AnthropicError as exc:
+            raise _to_provider_error(exc) from exc
+        return BatchHandle(
+            provider=self.name,
+            batch_id=batch.id,
+            tag=tag,
+            created_at=batch.created_at.timestamp(),
+            extra={"count": len(items)},
+        )
+
+    async def poll(self, handle: BatchHandle) -> BatchStatus:
+        try:
+            batch = await self._client.messages.batches.retrieve(handle.batch_id)
+        except anthropic.AnthropicError as exc:
+            raise _to_provider_error(exc) from exc
+        counts = batch.request_counts
+        return BatchStatus(
+            state=_state(batch),
+            provider_state=batch.processing_status,
+            total=_total(batch),
+            succeeded=counts.succeeded,
+            failed=counts.errored + counts.canceled + counts.expired,
+        )
+
+    async def results(self, handle: BatchHandle) -> AsyncIterator[Outcome]:
+        # The SDK's own JSONL decoder stops at the first malformed line and reads 64-byte
+        # chunks; the streamed raw response gives whole lines from httpx instead.
+        try:
+            async with self._client.messages.batches.with_streaming_response.results(
+                handle.batch_id
+            ) as response:
+                line_no = 0
+                async for line in response.iter_lines():
+                    line_no += 1
+                    if not line.strip():
+                        continue
+                    try:
+                        outcome = anthropic_outcome(json.loads(line))
+                    except (ValueError, KeyError, TypeError, AttributeError):
+                        self.malformed_lines += 1
+                        log.warning(
+                            "skipped malformed line %d (%d chars) in results of %s",
+                            line_no,
+                            len(line),
+                            handle.batch_id,
+                        )
+                        continue
+                    yield outcome
+        except anthropic.AnthropicError as exc:
+            raise _to_provider_error(exc) from exc
+
+    async def cancel(self, handle: BatchHandle) -> None:
+        try:
+            await self._client.messages.batches.cancel(handle.batch_id)
+        except anthropic.APIStatusError as exc:
+            # Cancelling a batch that already ended is refused; that is success here.
+            if exc.status_code in (400, 409) and (await self.poll(handle)).state.is_final:
+                return
+            raise _to_provider_error(exc) from exc
+        except anthropic.AnthropicError as exc:
+            raise _to_provider_error(exc) from exc
+
+    async def find(
+        self, tag: str, *, created_after: float | None = None, expected_count: int | None = None
+    ) -> BatchHandle | None:
+        """The batch created at or after ``created_after`` with ``expected_count`` requests.
+
+        Without ``created_after`` nothing can be told apart, so nothing is found.
+        """
+        if created_after is None:
+            return None
+        candidates = []
+        try:
+            async for batch in self._client.messages.batches.list(limit=100):
+                created = batch.created_at.timestamp()
+                if created < created_after - FIND_CLOCK_SLACK_S:
+                    break
+                if expected_count is None or _total(batch) == expected_count:
+                    candidates.append((created, batch.id))
+        except anthropic.AnthropicError as exc:
+            raise _to_provider_error(exc) from exc
+        if not candidates:
+            return None
+        candidates.sort()
+        if len(candidates) > 1:
+            log.warning(
+                "tag %s: %d Anthropic batches match (created after %s, %s requests): %s; taking the earliest",
+                tag,
+                len(candidates),
+                created_after,
+                expected_count,
+                [batch_id for _, batch_id in candidates],
+            )
+        created, batch_id = candidates[0]
+        return BatchHandle(
+            provider=self.name,
+            batch_id=batch_id,
+            tag=tag,
+            created_at=created,
+            extra={"count": expected_count} if expected_count is not None else {},
+        )
+
+    async def complete(self, item: BatchItem) -> Outcome:
+        rest = {key: value for key, value in item.body.items() if key != "stream"}
+        try:
+            max_tokens = rest.pop("max_tokens")
+            messages = rest.pop("messages")
+            rest.pop("model", None)
+            response = await self._client.messages.with_raw_response.create(
+                model=item.model, max_tokens=max_tokens, messages=messages, extra_body=rest
+            )
+        except anthropic.APIStatusError as exc:
+            code, message = anthropic_error_fields(exc.body)
+            return failure(
+                item.custom_id,
+                status=exc.status_code,
+                code=code,
+                message=message or str(exc),
+                retry_after=parse_retry_after(exc.response.headers),
+            )
+        except anthropic.APIConnectionError as exc:
+            return failure(item.custom_id, code="connection_error", message=str(exc))
+        except (anthropic.AnthropicError, KeyError, TypeError, ValueError) as exc:
+            return Outcome(
+                item.custom_id,
+                OutcomeKind.PERMANENT,
+                error_code="invalid_request_error",
+                error_message=str(exc),
+            )
+        try:
+            result = json.loads(await response.read())
+        except (ValueError, anthropic.AnthropicError) as exc:
+            return failure(item.custom_id, code="api_error", message=f"undecodable response: {exc}")
+        return Outcome(
+            item.custom_id, OutcomeKind.SUCCEEDED, body=result, usage=anthropic_usage(result)
+        )
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -1,0 +1,392 @@
+"""Gemini batch mode adapter on ``google.genai.Client(...).aio``.
+
+Requests travel inline while the batch stays under the inline limit, else as an uploaded
+JSONL file. Inline requests go through the SDK's typed ``InlinedRequest``, which has no
+room for REST fields the SDK does not model; a batch with such a body takes the file
+route, where each request line is the REST body exactly as given.
+
+Result files are read with ``files.download(destination=...)``: the SDK streams the body
+in 1 MB chunks into any object with an (awaitable) ``write``. A bounded queue in between
+turns that push into the pull of ``results``, so a 2 GB result file never sits in memory
+and the download still uses the SDK's own HTTP client, auth and base URL. Inline results
+arrive inside the batch job resource itself and are bounded by the inline input limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from typing import IO, Any
+
+import aiohttp
+import httpx2
+import pydantic
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+
+from connector.config import ProviderSettings
+from connector.providers.base import (
+    BatchHandle,
+    BatchItem,
+    BatchState,
+    BatchStatus,
+    Outcome,
+    OutcomeKind,
+    Provider,
+)
+from connector.providers.exceptions import BatchRejected, ProviderError, error_for_status
+from connector.providers.limits import GEMINI_LIMITS
+from connector.providers.outcomes import (
+    failure,
+    gemini_error_fields,
+    gemini_outcome,
+    parse_retry_after,
+)
+
+log = logging.getLogger(__name__)
+
+ENDPOINT = "generateContent"
+
+_STATES = {
+    "JOB_STATE_UNSPECIFIED": BatchState.PENDING,
+    "JOB_STATE_QUEUED": BatchState.PENDING,
+    "JOB_STATE_PENDING": BatchState.PENDING,
+    "JOB_STATE_PAUSED": BatchState.PENDING,
+    "JOB_STATE_RUNNING": BatchState.RUNNING,
+    "JOB_STATE_UPDATING": BatchState.RUNNING,
+    "JOB_STATE_SUCCEEDED": BatchState.ENDED,
+    "JOB_STATE_PARTIALLY_SUCCEEDED": BatchState.ENDED,
+    "JOB_STATE_FAILED": BatchState.FAILED,
+    "JOB_STATE_CANCELLING": BatchState.CANCELLING,
+    "JOB_STATE_CANCELLED": BatchState.CANCELLED,
+    "JOB_STATE_EXPIRED": BatchState.EXPIRED,
+}
+
+# REST GenerateContentRequest fields that GenerateContentConfig carries beside generationConfig.
+_CONFIG_FIELDS = (
+    "systemInstruction",
+    "safetySettings",
+    "tools",
+    "toolConfig",
+    "cachedContent",
+    "labels",
+)
+_REQUEST_FIELDS = frozenset({"contents", "generationConfig", "model", *_CONFIG_FIELDS})
+
+# A job created this long before ``created_after`` still counts, to absorb clock skew
+# between this host and the provider.
+FIND_CLOCK_SLACK_S = 300.0
+
+_SDK_ONLY_FIELDS = {"sdk_http_response", "automatic_function_calling_history", "parsed"}
+_DOWNLOAD_QUEUE_CHUNKS = 4  # of the SDK's 1 MB chunks: the memory bound of a download
+_CONNECTION_ERRORS = (aiohttp.ClientError, httpx2.TransportError, TimeoutError, OSError)
+
+
+def model_name(model: str) -> str:
+    return model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
+
+
+def encode_line(item: BatchItem) -> bytes:
+    """One line of the batch input file."""
+    line = {"key": item.custom_id, "request": item.body}
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def sdk_request(body: dict[str, Any]) -> tuple[Any, types.GenerateContentConfig] | None:
+    """``(contents, config)`` for the SDK from a REST GenerateContentRequest.
+
+    None when the body has fields the SDK cannot carry.
+    """
+    if not set(body) <= _REQUEST_FIELDS or "contents" not in body:
+        return None
+    config_fields = dict(body.get("generationConfig") or {})
+    config_fields.update({key: body[key] for key in _CONFIG_FIELDS if key in body})
+    try:
+        return body["contents"], types.GenerateContentConfig.model_validate(config_fields)
+    except pydantic.ValidationError:
+        return None
+
+
+def response_json(response: pydantic.BaseModel) -> dict[str, Any]:
+    """An SDK response as REST JSON (camelCase, unset fields left out, SDK-only fields dropped)."""
+    return response.model_dump(
+        mode="json", by_alias=True, exclude_none=True, exclude=_SDK_ONLY_FIELDS
+    )
+
+
+def _write_input(file: IO[bytes], items: Sequence[BatchItem]) -> None:
+    file.writelines(encode_line(item) for item in items)
+    file.seek(0)
+
+
+def _api_error_fields(
+    exc: genai_errors.APIError,
+) -> tuple[int | None, str | None, str | None, float | None]:
+    _, status_name, message = gemini_error_fields(exc.details)
+    headers = getattr(exc.response, "headers", None)
+    return exc.code, status_name or exc.status, message or exc.message, parse_retry_after(headers)
+
+
+def _to_provider_error(exc: Exception) -> ProviderError:
+    if isinstance(exc, genai_errors.APIError):
+        status, code, message, retry_after = _api_error_fields(exc)
+        return error_for_status(
+            "gemini", message or str(exc), status=status, code=code, retry_after=retry_after
+        )
+    if isinstance(exc, _CONNECTION_ERRORS):
+        return error_for_status(
+            "gemini", str(exc) or type(exc).__name__, status=None, code="connection_error"
+        )
+    return ProviderError(str(exc), provider="gemini")
+
+
+class _ChunkQueue:
+    """A download destination whose awaitable ``write`` hands chunks to a bounded queue."""
+
+    def __init__(self, queue: asyncio.Queue[bytes | BaseException | None]) -> None:
+        self._queue = queue
+
+    async def write(self, chunk: bytes) -> None:
+        await self._queue.put(chunk)
+
+
+class GeminiBatchProvider(Provider):
+    name = "gemini"
+    limits = GEMINI_LIMITS
+
+    def __init__(self, settings: ProviderSettings, *, client: genai.Client | None = None) -> None:
+        client = client or genai.Client(
+            api_key=settings.api_key.get_secret_value(),
+            http_options=types.HttpOptions(
+                base_url=settings.base_url,
+                timeout=int(settings.timeout_s * 1000),
+                retry_options=types.HttpRetryOptions(attempts=settings.max_retries + 1),
+            ),
+        )
+        self._client = client.aio
+        self.malformed_lines = 0
+
+    async def submit(self, tag: str, items: Sequence[BatchItem]) -> BatchHandle:
+        if not items:
+            raise BatchRejected("a batch needs at least one request", provider=self.name)
+        models = {model_name(item.model) for item in items}
+        if len(models) != 1:
+            raise BatchRejected(f"one model per batch, got {sorted(models)}", provider=self.name)
+        model = models.pop()
+        inline = self._inline_requests(items)
+        config = types.CreateBatchJobConfig(display_name=tag)
+        try:
+            if inline is not None:
+                job = await self._client.batches.create(model=model, src=inline, config=config)
+            else:
+                job = await self._create_from_file(tag, model, items, config)
+        except (genai_errors.APIError, *_CONNECTION_ERRORS) as exc:
+            raise _to_provider_error(exc) from exc
+        return BatchHandle(
+            provider=self.name,
+            batch_id=job.name or "",
+            tag=tag,
+            created_at=job.create_time.timestamp() if job.create_time else None,
+            extra={"count": len(items), "inline": inline is not None},
+        )
+
+    def _inline_requests(self, items: Sequence[BatchItem]) -> list[types.InlinedRequest] | None:
+        inline_max = self.limits.inline_max_bytes or 0
+        if sum(len(encode_line(item)) for item in items) > inline_max:
+            return None
+        requests = []
+        for item in items:
+            converted = sdk_request(item.body)
+            if converted is None:
+                return None
+            contents, config = converted
+            requests.append(
+                types.InlinedRequest(
+                    contents=contents, config=config, metadata={"key": item.custom_id}
+                )
+            )
+        return requests
+
+    async def _create_from_file(
+        self, tag: str, model: str, items: Sequence[BatchItem], config: types.CreateBatchJobConfig
+    ) -> types.BatchJob:
+        with tempfile.TemporaryFile() as input_file:
+            await asyncio.to_thread(_write_input, input_file, items)
+            uploaded = await self._client.files.upload(
+                file=input_file,  # type: ignore[arg-type]
+                config=types.UploadFileConfig(mime_type="jsonl", display_name=tag),
+            )
+        return await self._client.batches.create(model=model, src=uploaded.name, config=config)  # type: ignore[arg-type]
+
+    async def _get(self, batch_id: str) -> types.BatchJob:
+        try:
+            return await self._client.batches.get(name=batch_id)
+        except (genai_errors.APIError, *_CONNECTION_ERRORS) as exc:
+            raise _to_provider_error(exc) from exc
+
+    async def poll(self, handle: BatchHandle) -> BatchStatus:
+        job = await self._get(handle.batch_id)
+        provider_state = job.state.value if job.state else "JOB_STATE_UNSPECIFIED"
+        # The Gemini Developer API's job carries no counts or error through the SDK
+        # (only Vertex fills completion_stats / error); the total is what was submitted.
+        stats = job.completion_stats
+        succeeded = (stats.successful_count or 0) if stats else 0
+        failed = (stats.failed_count or 0) if stats else 0
+        return BatchStatus(
+            state=_STATES.get(provider_state, BatchState.RUNNING),
+            provider_state=provider_state,
+            total=int(handle.extra.get("count") or succeeded + failed),
+            succeeded=succeeded,
+            failed=failed,
+            error_code=str(job.error.code) if job.error and job.error.code is not None else None,
+            error_message=job.error.message if job.error else None,
+        )
+
+    async def results(self, handle: BatchHandle) -> AsyncIterator[Outcome]:
+        job = await self._get(handle.batch_id)
+        dest = job.dest
+        if dest is None:
+            return
+        for index, inlined in enumerate(dest.inlined_responses or ()):
+            key = (inlined.metadata or {}).get("key")
+            if not key:
+                self.malformed_lines += 1
+                log.warning("inline response %d of %s has no key; skipped", index, handle.batch_id)
+                continue
+            yield gemini_outcome(
+                key,
+                response_json(inlined.response) if inlined.response else None,
+                inlined.error.model_dump(mode="json", exclude_none=True) if inlined.error else None,
+            )
+        if dest.file_name:
+            async for outcome in self._read_file(dest.file_name):
+                yield outcome
+
+    async def _read_file(self, file_name: str) -> AsyncIterator[Outcome]:
+        line_no = 0
+        async for line in self._download_lines(file_name):
+            line_no += 1
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                outcome = gemini_outcome(
+                    str(record["key"]),
+                    record.get("response"),
+                    record.get("error") or record.get("status"),
+                )
+            except (ValueError, KeyError, TypeError, AttributeError):
+                self.malformed_lines += 1
+                log.warning(
+                    "skipped malformed line %d (%d bytes) in Gemini file %s",
+                    line_no,
+                    len(line),
+                    file_name,
+                )
+                continue
+            yield outcome
+
+    async def _download_lines(self, file_name: str) -> AsyncIterator[bytes]:
+        queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue(
+            maxsize=_DOWNLOAD_QUEUE_CHUNKS
+        )
+
+        async def download() -> None:
+            try:
+                await self._client.files.download(file=file_name, destination=_ChunkQueue(queue))  # type: ignore[arg-type]
+            except Exception as exc:  # handed to the reader, which raises it
+                await queue.put(exc)
+            else:
+                await queue.put(None)
+
+        task = asyncio.create_task(download())
+        try:
+            pending = b""
+            while (chunk := await queue.get()) is not None:
+                if isinstance(chunk, BaseException):
+                    raise _to_provider_error(chunk) from chunk
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    yield line
+            if pending:
+                yield pending
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def cancel(self, handle: BatchHandle) -> None:
+        try:
+            await self._client.batches.cancel(name=handle.batch_id)
+        except genai_errors.APIError as exc:
+            # Cancelling a job that already ended is refused; that is success here.
+            if exc.code in (400, 409) and (await self.poll(handle)).state.is_final:
+                return
+            raise _to_provider_error(exc) from exc
+        except _CONNECTION_ERRORS as exc:
+            raise _to_provider_error(exc) from exc
+
+    async def find(
+        self, tag: str, *, created_after: float | None = None, expected_count: int | None = None
+    ) -> BatchHandle | None:
+        """The job whose display name is ``tag`` (the newest, if creation was repeated)."""
+        found: types.BatchJob | None = None
+        try:
+            async for job in await self._client.batches.list(config={"page_size": 100}):
+                if job.display_name != tag:
+                    continue
+                created = job.create_time.timestamp() if job.create_time else None
+                if (
+                    created_after is not None
+                    and created is not None
+                    and created < created_after - FIND_CLOCK_SLACK_S
+                ):
+                    continue
+                if found is None or (created or 0) > (
+                    found.create_time.timestamp() if found.create_time else 0
+                ):
+                    found = job
+        except (genai_errors.APIError, *_CONNECTION_ERRORS) as exc:
+            raise _to_provider_error(exc) from exc
+        if found is None:
+            return None
+        return BatchHandle(
+            provider=self.name,
+            batch_id=found.name or "",
+            tag=tag,
+            created_at=found.create_time.timestamp() if found.create_time else None,
+            extra={"count": expected_count} if expected_count is not None else {},
+        )
+
+    async def complete(self, item: BatchItem) -> Outcome:
+        converted = sdk_request(item.body)
+        if converted is None:
+            return Outcome(
+                item.custom_id,
+                OutcomeKind.PERMANENT,
+                error_code="INVALID_ARGUMENT",
+                error_message="request body has fields the google-genai SDK cannot send",
+            )
+        contents, config = converted
+        try:
+            response = await self._client.models.generate_content(
+                model=model_name(item.model), contents=contents, config=config
+            )
+        except genai_errors.APIError as exc:
+            status, code, message, retry_after = _api_error_fields(exc)
+            return failure(
+                item.custom_id, status=status, code=code, message=message, retry_after=retry_after
+            )
+        except _CONNECTION_ERRORS as exc:
+            return failure(
+                item.custom_id, code="connection_error", message=str(exc) or type(exc).__name__
+            )
+        return gemini_outcome(item.custom_id, response_json(response), None)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()

@@ -1,0 +1,56 @@
+"""Helpers shared by the emulator tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+POLL_TIMEOUT_SECONDS = 5.0
+
+
+async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> T:
+    """Call ``fetch`` until ``done`` holds for its result; fail after ``POLL_TIMEOUT_SECONDS``."""
+    deadline = time.monotonic() + POLL_TIMEOUT_SECONDS
+    while True:
+        value = await fetch()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still not done after {POLL_TIMEOUT_SECONDS}s: {value!r}")
+        await asyncio.sleep(0.05)
+
+
+def openai_lines(
+    requests: list[tuple[str, str]],
+    model: str = "gpt-4o-mini",
+    endpoint: str = "/v1/chat/completions",
+) -> bytes:
+    """An OpenAI batch input file: one chat request per ``(custom_id, prompt)``."""
+    rows = []
+    for custom_id, prompt in requests:
+        if endpoint == "/v1/embeddings":
+            body: dict[str, Any] = {"model": model, "input": prompt}
+        else:
+            body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
+        rows.append(
+            json.dumps({"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body})
+        )
+    return ("\n".join(rows) + "\n").encode()
+
+
+def parse_jsonl(text: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Parsed lines and the lines that are not valid JSON."""
+    good, bad = [], []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            good.append(json.loads(line))
+        except ValueError:
+            bad.append(line)
+    return good, bad
