@@ -54,7 +54,18 @@ def _credentials(settings: Settings) -> Any:
     )
 
 
+def _is_tansu(settings: Settings) -> bool:
+    from connector.topics import admin_client
+
+    try:
+        return "tansu" in (admin_client(settings).list_topics(timeout=10).cluster_id or "")
+    except Exception:  # noqa: BLE001 - detection only; the worker reports broker errors itself
+        return False
+
+
 def create_app(settings: Settings) -> faust.App:
+    datadir = os.path.join(settings.data_dir, f"worker-{os.getpid()}")
+    os.makedirs(datadir, exist_ok=True)
     servers = ";".join(s.strip() for s in settings.kafka.bootstrap_servers.split(","))
     app = faust.App(
         settings.app_id,
@@ -68,8 +79,9 @@ def create_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=1.0,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
-        datadir=os.path.join(settings.data_dir, f"worker-{os.getpid()}"),
+        datadir=datadir,
         producer_acks=-1,
+        **({"producer_max_batch_size": 1} if settings.kafka.single_record_batches else {}),
     )
     codec = build_codec(settings)
     providers = build_providers(settings)
@@ -181,6 +193,13 @@ def run_worker(settings: Settings) -> None:
         from connector.topics import apply_topics
 
         apply_topics(settings)
+    if settings.kafka.single_record_batches is None:
+        single = _is_tansu(settings)
+        settings = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update={"single_record_batches": single})}
+        )
+        if single:
+            log.warning("embedded tansu broker detected: producing one record per batch so end offsets stay exact")
     metrics.serve(settings.metrics_port)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)

@@ -24,6 +24,10 @@ class KafkaSettings(BaseModel):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     client_id: str = "batchbridge"
+    # tansu (the embedded broker) reports a partition's end offset as the base offset of
+    # its last record batch + 1, so Faust's changelog recovery stops short of multi-record
+    # batches. One record per batch keeps end offsets exact. None = on for tansu only.
+    single_record_batches: bool | None = None
 
     def confluent_config(self) -> dict[str, Any]:
         """The same settings as a confluent-kafka (librdkafka) config dict."""

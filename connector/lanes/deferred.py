@@ -34,7 +34,14 @@ from connector.lanes.assembly import Close, Queued, must_escalate, plan_closes
 from connector.lanes.outputs import Outputs
 from connector.model import BatchKey
 from connector.pricing import PriceTable
-from connector.providers.base import BatchHandle, BatchItem, BatchState, Outcome, OutcomeKind, Provider
+from connector.providers.base import (
+    BatchHandle,
+    BatchItem,
+    BatchState,
+    Outcome,
+    OutcomeKind,
+    Provider,
+)
 from connector.providers.exceptions import BatchNotFound, BatchRejected, ProviderError
 from connector.providers.ids import assign_custom_ids
 
@@ -503,9 +510,10 @@ class DeferredLane:
             metrics.BATCHES.labels(state).set(counts.get(state, 0))
         metrics.OLDEST_BATCH_AGE.set(0 if oldest is None else (self.clock() - oldest) / 1000)
 
-    async def wait_for_room(self, stop: Callable[[], bool] | None = None) -> None:
+    async def wait_for_room(self) -> None:
         """Back-pressure for the ingest agent: memory is bounded by max_pending_requests."""
-        while self.live_requests() >= self.settings.max_pending_requests and not (stop and stop()):
+        # The live count is derived from the indexes; polling it beats signalling every change.
+        while self.live_requests() >= self.settings.max_pending_requests:  # noqa: ASYNC110
             await asyncio.sleep(0.2)
 
 

@@ -1,0 +1,88 @@
+"""The whole connector: real broker, worker processes, the emulator and the real SDKs."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from connector.client import make_request
+from tests.fixtures.pipeline import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_every_request_ends_as_exactly_one_result_or_dead_letter(pipeline):
+    pipeline.start_worker()
+    p = pipeline
+    deferred = [p.request(f"oa-{i}", "openai", f"ticket {i}") for i in range(25)]  # one count close + the rest
+    deferred += [p.request(f"an-{i}", "anthropic", f"doc {i}") for i in range(8)]  # max_wait
+    deferred += [p.request(f"ge-{i}", "gemini", f"note {i}") for i in range(3)]  # below min_batch: linger
+    deferred += [p.request("emb-deadline", "openai", "embed me", endpoint="/v1/embeddings",
+                           deadline_ms=int(time.time() * 1000) + 28_000)]  # closes early for its deadline
+    deferred += [p.request("escalate-me", "anthropic", "urgent", deadline_ms=int(time.time() * 1000) + 1_500)]
+    deferred += [p.request("bad-forever", "openai", "EMULATOR_FAIL:invalid_request please"),
+                 p.request("flaky-forever", "anthropic", "EMULATOR_FAIL:rate_limit please"),
+                 p.request("ünïcödé/" + "x" * 200, "gemini", "a long non-ASCII id")]
+    deferred += [make_request("wrong-endpoint", "openai", "gpt-4o-mini", "/v1/images", "{}", validate=False)]
+    realtime = [p.request(f"rt-{i}", ["openai", "anthropic", "gemini"][i % 3], f"now {i}") for i in range(6)]
+    p.produce(deferred)
+    p.produce(realtime, lane="realtime")
+    p.produce_raw([b"\x00not avro at all", b""])
+
+    ids = [r["request_id"] for r in deferred + realtime]
+    outcomes, stats = p.wait(ids, timeout=120)
+    assert stats.duplicates == 0
+
+    kinds = {rid: kind for rid, (kind, _) in outcomes.items()}
+    records = {rid: record for rid, (_, record) in outcomes.items()}
+    assert records["bad-forever"]["error_class"] == "provider_rejected"
+    assert records["flaky-forever"]["error_class"] == "retries_exhausted"
+    assert records["flaky-forever"]["attempts"] == 2
+    assert records["wrong-endpoint"]["error_class"] == "invalid_input"
+    assert records["wrong-endpoint"]["source_topic"] == p.settings.topics.deferred
+    assert records["escalate-me"]["lane"] == "realtime"
+    for rid in ids:
+        if rid not in {"bad-forever", "flaky-forever", "wrong-endpoint"}:
+            assert kinds[rid] == "result", (rid, records[rid])
+    assert {records[f"rt-{i}"]["lane"] for i in range(6)} == {"realtime"}
+    assert records["oa-0"]["lane"] == "batch"
+    assert records["oa-0"]["cost_usd"] == pytest.approx(records["oa-0"]["realtime_cost_usd"] / 2)
+    assert records["ünïcödé/" + "x" * 200]["lane"] == "batch"
+
+    # Poison input is dead-lettered with its bytes and the worker carried on.
+    assert stats.unkeyed == 2
+
+    events = p.batch_events()
+    reasons = {e["close_reason"] for e in events if e["state"] == "SUBMITTED"}
+    assert {"count", "max_wait", "max_linger", "deadline"} <= reasons
+    submitted = {e["batch_id"] for e in events if e["state"] == "SUBMITTED"}
+    emitted = {e["batch_id"] for e in events if e["state"] == "EMITTED"}
+    assert submitted == emitted
+    emulator = p.emulator.stats()
+    assert sum(emulator["batches_created"].values()) == len(submitted)
+    tags = Counter(b["tag"] for b in emulator["batches"] if b["tag"])
+    assert all(n == 1 for n in tags.values())
+
+
+def test_kill_9_mid_flight_resumes_from_the_tables_with_no_second_provider_batch(pipeline):
+    p = pipeline
+    p.emulator.set_faults(processing_seconds=8.0)
+    first = p.start_worker()
+    requests = [p.request(f"k-oa-{i}", "openai", f"t{i}") for i in range(30)]
+    requests += [p.request(f"k-an-{i}", "anthropic", f"t{i}") for i in range(10)]
+    requests += [p.request(f"k-ge-{i}", "gemini", f"t{i}") for i in range(6)]
+    p.produce(requests)
+    # Wait until every request sits in a provider batch, then kill the worker hard.
+    assert wait_until(lambda: sum(p.emulator.stats()["requests_submitted"].values()) == len(requests), 60), p.logs()
+    created_before = sum(p.emulator.stats()["batches_created"].values())
+    p.kill(first)
+    p.produce([p.request("k-after", "openai", "arrives while no worker runs")])
+    p.start_worker()
+    outcomes, _ = p.wait([r["request_id"] for r in requests] + ["k-after"], timeout=120)
+    assert all(kind == "result" for kind, _ in outcomes.values())
+    stats = p.emulator.stats()
+    assert sum(stats["batches_created"].values()) == created_before + 1  # only k-after's batch is new
+    tags = Counter(b["tag"] for b in stats["batches"])
+    assert all(n == 1 for n in tags.values()), tags
