@@ -22,11 +22,14 @@ import faust
 
 from connector import metrics
 from connector.config import Settings
+from connector.errors import ConfigError
 from connector.lanes import records
 from connector.lanes.deferred import DeferredLane, now_ms
 from connector.lanes.intake import Rejected, admit
 from connector.lanes.outputs import Outputs
 from connector.lanes.realtime import RealtimeLane
+from connector.lanes.webhooks import WebhookReceiver
+from connector.lanes.webhooks import serve as serve_webhooks
 from connector.model import BatchKey
 from connector.pricing import PriceTable
 from connector.providers.registry import build_providers
@@ -174,6 +177,15 @@ def create_app(settings: Settings) -> faust.App:
         for tp in app.assignor.assigned_actives():
             if tp.topic == work.get_topic_name():
                 await work.send(key=None, value={"t": "tick"}, partition=tp.partition)
+
+    if settings.webhook_port:
+        if settings.webhook_secret is None:
+            raise ConfigError("BATCHBRIDGE_WEBHOOK_PORT needs BATCHBRIDGE_WEBHOOK_SECRET to verify deliveries")
+        receiver = WebhookReceiver(settings.webhook_secret.get_secret_value(), deferred.poke)
+
+        @app.task
+        async def webhooks() -> None:
+            await serve_webhooks(receiver, settings.webhook_host, settings.webhook_port)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app_: faust.App, revoked: Any, **kwargs: Any) -> None:

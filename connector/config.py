@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     anthropic: ProviderSettings = ProviderSettings()
     gemini: ProviderSettings = ProviderSettings()
     webhook_secret: SecretStr | None = None  # OpenAI Standard Webhooks secret (whsec_…)
+    webhook_host: str = "127.0.0.1"
+    webhook_port: int | None = None  # serve POST /webhooks/openai here when set (needs the secret)
 
     batching: BatchingSettings = BatchingSettings()
     app_id: str = "batchbridge"

@@ -132,6 +132,15 @@ class DeferredLane:
         """Forget every derived index (on rebalance): they are rebuilt from the tables."""
         self._parts.clear()
 
+    def poke(self, provider_batch_id: str) -> bool:
+        """Poll this provider batch on the next tick (a webhook said it changed)."""
+        for part in self._parts.values():
+            for batch_id, batch in part.batches.items():
+                if (batch.get("handle") or {}).get("batch_id") == provider_batch_id:
+                    self._backoff[batch_id] = _Backoff()
+                    return True
+        return False
+
     def live_requests(self) -> int:
         return sum(p.live() for p in self._parts.values())
 

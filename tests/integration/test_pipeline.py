@@ -86,3 +86,20 @@ def test_kill_9_mid_flight_resumes_from_the_tables_with_no_second_provider_batch
     assert sum(stats["batches_created"].values()) == created_before + 1  # only k-after's batch is new
     tags = Counter(b["tag"] for b in stats["batches"])
     assert all(n == 1 for n in tags.values()), tags
+
+
+def test_openai_webhook_triggers_the_poll_instead_of_waiting_for_backoff(pipeline):
+    import base64
+
+    from connector.broker import free_port
+
+    p = pipeline
+    secret = "whsec_" + base64.b64encode(b"batchbridge-test-webhook-secret!").decode()
+    port = free_port()
+    p.emulator.set_faults(webhook_url=f"http://127.0.0.1:{port}/webhooks/openai", webhook_secret=secret)
+    # With polls 10 minutes apart, only the webhook can bring these results in time.
+    p.start_worker(webhook_port=str(port), webhook_secret=secret, poll_initial_s="600", poll_max_s="600")
+    requests = [p.request(f"wh-{i}", "openai", f"t{i}") for i in range(6)]
+    p.produce(requests)
+    outcomes, _ = p.wait([r["request_id"] for r in requests], timeout=60)
+    assert {kind for kind, _ in outcomes.values()} == {"result"}

@@ -235,3 +235,29 @@ async def test_memory_bound_blocks_ingest():
     h.provider.finish_all()
     await h.tick(2)
     await asyncio.wait_for(h.lane.wait_for_room(), 0.5)
+
+
+async def test_webhook_poke_makes_the_next_tick_poll_at_once():
+    h = Harness()
+    await h.feed(*[entry(i) for i in range(10)])
+    await h.tick()
+    h.provider.finish_all()
+    await h.tick(0.1)  # the first poll is not due yet
+    assert not h.out.results
+    assert not h.lane.poke("batch_unknown")
+    assert h.lane.poke("batch_1")
+    await h.tick(0.1)
+    assert len(h.out.results) == 10
+
+
+async def test_stuck_batch_is_cancelled_after_the_timeout_and_its_requests_retried():
+    h = Harness(max_attempts=2)
+    h.settings.batch_timeout_s = 30
+    await h.feed(*[entry(i) for i in range(10)])
+    await h.tick()
+    h.provider.omit = {item.custom_id for item in h.provider.batches["batch_1"]["items"]}  # nothing finished
+    for _ in range(10):
+        await h.tick(4)
+    assert next(iter(h.provider.batches.values()))["state"] is BatchState.CANCELLED
+    await h.tick(4)
+    assert len(h.out.retries) == 10 and {r["attempt"] for r in h.out.retries} == {2}
