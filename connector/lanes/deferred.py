@@ -316,6 +316,9 @@ class DeferredLane:
             handle = await provider.find(
                 batch_id, created_after=batch["closed_at"] / 1000 - 60, expected_count=batch["count"]
             )
+            if handle is not None and handle.batch_id in self._adopted(batch_id):
+                # Anthropic batches carry no tag: never adopt one another batch already owns.
+                handle = None
             if handle is not None:
                 log.info("batch %s: reconciled with provider batch %s", batch_id, handle.batch_id)
         if handle is None:
@@ -332,6 +335,14 @@ class DeferredLane:
         await self._set_state(part, batch, SUBMITTED, handle=_handle_dict(handle), submitted_at=self.clock())
         self._backoff[batch_id] = _Backoff()
         self._defer(batch_id)
+
+    def _adopted(self, except_batch: str) -> set[str]:
+        return {
+            (b.get("handle") or {}).get("batch_id")
+            for part in self._parts.values()
+            for batch_id, b in part.batches.items()
+            if batch_id != except_batch and b.get("handle")
+        }
 
     def _items(self, part: _Partition, batch: dict[str, Any]) -> list[BatchItem]:
         items = []

@@ -261,3 +261,24 @@ async def test_stuck_batch_is_cancelled_after_the_timeout_and_its_requests_retri
     assert next(iter(h.provider.batches.values()))["state"] is BatchState.CANCELLED
     await h.tick(4)
     assert len(h.out.retries) == 10 and {r["attempt"] for r in h.out.retries} == {2}
+
+
+async def test_reconcile_never_adopts_a_provider_batch_another_batch_owns():
+    from connector.providers.base import BatchHandle
+
+    h = Harness()
+    await h.feed(*[entry(i) for i in range(20)])  # two full batches
+    await h.tick()
+    assert h.provider.submits == 2
+    owned, lost = sorted(h.batches.values(), key=lambda b: b["handle"]["batch_id"])
+    h.batches[lost["id"]] = dict(lost, state="INTENT", handle=None)  # as if SUBMITTED never landed
+    h.provider.batches.pop(lost["handle"]["batch_id"])
+
+    async def tagless_find(tag, **kw):  # a heuristic match (Anthropic has no tags) on the wrong batch
+        return BatchHandle("openai", owned["handle"]["batch_id"], tag)
+
+    h.provider.find = tagless_find
+    h.lane = h.new_lane()
+    await h.tick()
+    assert h.provider.submits == 3
+    assert h.batches[lost["id"]]["handle"]["batch_id"] != owned["handle"]["batch_id"]
