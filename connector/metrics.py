@@ -14,6 +14,9 @@ FAILURES = Counter("batchbridge_failures_total", "Dead letters emitted", ["error
 RETRIES = Counter("batchbridge_retries_total", "Requests re-queued for another attempt", ["provider"])
 ESCALATIONS = Counter("batchbridge_escalations_total", "Deferred requests escalated to realtime")
 BATCH_TRANSITIONS = Counter("batchbridge_batch_transitions_total", "Batch state changes", ["provider", "state"])
+SYSTEMIC_FAILURES = Counter(
+    "batchbridge_systemic_failures_total", "Batches in which most requests failed (alert on this)", ["provider"]
+)
 PROVIDER_ERRORS = Counter("batchbridge_provider_errors_total", "Provider calls that failed", ["provider", "call"])
 COST = Counter("batchbridge_cost_usd_total", "Cost at the price of the lane used", ["provider", "lane"])
 REALTIME_COST = Counter("batchbridge_realtime_equivalent_cost_usd_total", "Same tokens at realtime prices", ["provider"])

@@ -60,6 +60,8 @@ FAILED = "FAILED"
 EXPIRED = "EXPIRED"
 CANCELLED = "CANCELLED"
 EMITTED = "EMITTED"
+# Batch-level errors that say "not now" rather than "never": resubmit the same requests later.
+QUOTA_ERRORS = frozenset({"token_limit_exceeded", "rate_limit_exceeded", "RESOURCE_EXHAUSTED", "rate_limit_error"})
 FINAL_PROVIDER_STATES = {
     BatchState.ENDED: ENDED,
     BatchState.FAILED: FAILED,
@@ -310,11 +312,12 @@ class DeferredLane:
 
     async def _submit(self, part: _Partition, batch: dict[str, Any], provider: Provider) -> None:
         batch_id = batch["id"]
+        tag = batch.get("tag") or batch_id
         handle = None
         if batch_id not in self._fresh:
             # A previous attempt (maybe by a worker that died) may have reached the provider.
             handle = await provider.find(
-                batch_id, created_after=batch["closed_at"] / 1000 - 60, expected_count=batch["count"]
+                tag, created_after=batch.get("intent_at", batch["closed_at"]) / 1000 - 60, expected_count=batch["count"]
             )
             if handle is not None and handle.batch_id in self._adopted(batch_id):
                 # Anthropic batches carry no tag: never adopt one another batch already owns.
@@ -327,12 +330,14 @@ class DeferredLane:
             await self._flush()
             self._fresh.discard(batch_id)
             try:
-                handle = await provider.submit(batch_id, items)
+                handle = await provider.submit(tag, items)
             except BatchRejected as exc:
                 await self._set_state(part, batch, FAILED, error_code=exc.code or "rejected", error_message=str(exc))
                 return
         self._fresh.discard(batch_id)
-        await self._set_state(part, batch, SUBMITTED, handle=_handle_dict(handle), submitted_at=self.clock())
+        await self._set_state(
+            part, batch, SUBMITTED, handle=_handle_dict(handle), submitted_at=self.clock(), error_code=None, error_message=None
+        )
         self._backoff[batch_id] = _Backoff()
         self._defer(batch_id)
 
@@ -367,6 +372,24 @@ class DeferredLane:
                 self._cancel_sent.add(batch["id"])
             self._defer(batch["id"])
             return
+        quota_retries = batch.get("quota_retries", 0)
+        if status.state is BatchState.FAILED and status.error_code in QUOTA_ERRORS and quota_retries < self.cfg.max_quota_retries:
+            # An enqueued-token quota clears as other batches finish: same requests, new tag, later.
+            log.warning("batch %s: %s; resubmitting in %.0fs", batch["id"], status.error_code, self.cfg.quota_backoff_s)
+            await self._set_state(
+                part,
+                batch,
+                INTENT,
+                tag=f"{batch['id']}-q{quota_retries + 1}",
+                quota_retries=quota_retries + 1,
+                handle=None,
+                intent_at=self.clock(),
+                error_code=status.error_code,
+                error_message=status.error_message,
+            )
+            self._fresh.add(batch["id"])  # the new tag has never been sent
+            self._backoff[batch["id"]] = _Backoff(due_ms=self.clock() + int(self.cfg.quota_backoff_s * 1000))
+            return
         await self._set_state(
             part,
             batch,
@@ -383,18 +406,29 @@ class DeferredLane:
     async def _emit(self, part: _Partition, batch: dict[str, Any], provider: Provider) -> None:
         """Stream the results out; each request is marked done as its event is produced."""
         members = part.members.get(batch["id"], {})
+        succeeded = failed = 0
         if batch["state"] != FAILED and members:
             async for outcome in provider.results(_handle(batch)):
                 rid = members.get(outcome.custom_id)
                 if rid is None:
                     continue  # already emitted before a restart, escalated, or not ours
                 await self._deliver(part, batch, self.pending[rid], outcome)
+                succeeded += outcome.kind is OutcomeKind.SUCCEEDED
+                failed += outcome.kind is not OutcomeKind.SUCCEEDED
         # Requests the provider returned nothing for go through the retry rules.
         reason = records.failure_class_for_batch(batch["state"])
         message = batch.get("error_message") or f"no result for this request in a {batch['state'].lower()} batch"
         for rid in list(members.values()):
             await self._retry_or_fail(part, batch, self.pending[rid], reason, batch.get("error_code"), message)
-        await self._set_state(part, batch, EMITTED, emitted_at=self.clock())
+            failed += 1
+        total = succeeded + failed
+        if total >= self.cfg.systemic_min_requests and failed / total >= self.cfg.systemic_failure_ratio:
+            metrics.SYSTEMIC_FAILURES.labels(batch["provider"]).inc()
+            log.error(
+                "batch %s (%s): %d of %d requests failed — a systemic problem (quota, model, credentials?)",
+                batch["id"], batch["key"], failed, total,
+            )
+        await self._set_state(part, batch, EMITTED, emitted_at=self.clock(), succeeded=succeeded, failed=failed)
 
     async def _deliver(self, part: _Partition, batch: dict[str, Any], entry: dict[str, Any], outcome: Outcome) -> None:
         req = entry["req"]

@@ -68,6 +68,7 @@ class FakeProvider(Provider):
         self.lose_submit_response = False
         self.kinds: dict[str, OutcomeKind] = {}  # by request body "text"
         self.final_state = BatchState.ENDED
+        self.final_error: str | None = None  # batch-level error code of FAILED batches
         self.omit: set[str] = set()  # custom ids with no result line
         self._ids = itertools.count(1)
 
@@ -89,7 +90,8 @@ class FakeProvider(Provider):
 
     async def poll(self, handle: BatchHandle) -> BatchStatus:
         state = self.batches[handle.batch_id]["state"]
-        return BatchStatus(state, state.value, total=len(self.batches[handle.batch_id]["items"]))
+        error = self.final_error if state is BatchState.FAILED else None
+        return BatchStatus(state, state.value, total=len(self.batches[handle.batch_id]["items"]), error_code=error)
 
     async def results(self, handle: BatchHandle) -> AsyncIterator[Outcome]:
         for item in reversed(self.batches[handle.batch_id]["items"]):  # order is never input order

@@ -282,3 +282,52 @@ async def test_reconcile_never_adopts_a_provider_batch_another_batch_owns():
     await h.tick()
     assert h.provider.submits == 3
     assert h.batches[lost["id"]]["handle"]["batch_id"] != owned["handle"]["batch_id"]
+
+
+async def test_quota_failed_batch_is_resubmitted_later_under_a_new_tag_without_using_attempts():
+    h = Harness(quota_backoff_s=30, max_quota_retries=1)
+    h.provider.final_state, h.provider.final_error = BatchState.FAILED, "token_limit_exceeded"
+    await h.feed(*[entry(i) for i in range(10)])
+    await h.tick()
+    h.provider.finish_all()
+    await h.tick(2)
+    batch = next(iter(h.batches.values()))
+    assert batch["state"] == "INTENT" and batch["tag"].endswith("-q1")
+    await h.tick(10)
+    assert h.provider.submits == 1  # still waiting for the quota to clear
+    h.provider.final_state = BatchState.ENDED
+    await h.tick(25)
+    assert h.provider.submits == 2
+    assert h.provider.batches["batch_2"]["tag"] == batch["tag"]
+    h.provider.finish_all()
+    await h.tick(5)
+    assert len(h.out.results) == 10 and not h.out.retries and not h.out.failures
+
+
+async def test_quota_retries_are_bounded_then_requests_follow_the_retry_rules():
+    h = Harness(quota_backoff_s=1, max_quota_retries=1, max_attempts=1)
+    h.provider.final_state, h.provider.final_error = BatchState.FAILED, "token_limit_exceeded"
+    await h.feed(*[entry(i) for i in range(10)])
+    for _ in range(8):
+        await h.tick(2)
+        h.provider.finish_all()
+    assert h.provider.submits == 2
+    assert len(h.out.failures) == 10 and {f["error_class"] for f in h.out.failures} == {"batch_failed"}
+    assert {f["error_code"] for f in h.out.failures} == {"token_limit_exceeded"}
+
+
+async def test_mostly_failed_batch_is_reported_as_systemic(caplog):
+    from connector import metrics
+
+    h = Harness(max_attempts=1)
+    h.provider.kinds = {f"t{i}": OutcomeKind.PERMANENT for i in range(8)}
+    before = metrics.SYSTEMIC_FAILURES.labels("openai")._value.get()
+    await h.feed(*[entry(i) for i in range(10)])
+    await h.tick()
+    h.provider.finish_all()
+    with caplog.at_level("ERROR"):
+        await h.tick(2)
+    assert metrics.SYSTEMIC_FAILURES.labels("openai")._value.get() == before + 1
+    assert "8 of 10 requests failed" in caplog.text
+    emitted = [e for e in h.out.events if e["state"] == "EMITTED"][0]
+    assert (emitted["succeeded"], emitted["failed"]) == (2, 8)
