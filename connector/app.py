@@ -84,6 +84,8 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=False,
         datadir=datadir,
         producer_acks=-1,
+        stream_buffer_maxsize=settings.stream_buffer,
+        broker_max_poll_records=settings.stream_buffer,
         **({"producer_max_batch_size": 1} if settings.kafka.single_record_batches else {}),
     )
     codec = build_codec(settings)
@@ -151,6 +153,7 @@ def create_app(settings: Settings) -> faust.App:
             value = event.value
             try:
                 if value.get("t") == "req":
+                    await deferred.make_room(partition)
                     await deferred.on_request(value["entry"], partition)
                 else:
                     await deferred.on_tick(partition)
@@ -212,7 +215,7 @@ def run_worker(settings: Settings) -> None:
         )
         if single:
             log.warning("embedded tansu broker detected: producing one record per batch so end offsets stay exact")
-    metrics.serve(settings.metrics_port)
+    metrics.serve(settings.metrics_port, settings.metrics_host)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

@@ -115,7 +115,8 @@ class Settings(BaseSettings):
     reply_topic_allowlist: list[str] = Field(default_factory=list)
     realtime_concurrency: int = Field(8, ge=1)
     realtime_timeout_s: float = Field(60.0, gt=0)
-    max_pending_requests: int = Field(100_000, ge=1)  # per worker, queued + in flight
+    max_pending_requests: int = Field(100_000, ge=1)  # per worker, queued + in flight: bounds memory
+    stream_buffer: int = Field(500, ge=1)  # events prefetched per partition (Faust stream_buffer_maxsize)
     dedupe_window_s: float = Field(3600.0, ge=0)  # remember finished request ids this long
     batch_timeout_s: float = Field(25 * 3600.0, gt=0)  # cancel a batch still running after this
     poll_initial_s: float = Field(2.0, gt=0)
@@ -123,6 +124,7 @@ class Settings(BaseSettings):
     tick_interval_s: float = Field(1.0, gt=0)
     prices_file: str | None = None  # override the shipped price table
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container so Prometheus can scrape it
     data_dir: str = ".batchbridge"
     log_level: str = "INFO"
 

@@ -28,6 +28,6 @@ LATENCY = Histogram(
 )
 
 
-def serve(port: int | None) -> None:
+def serve(port: int | None, host: str = "127.0.0.1") -> None:
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)

@@ -12,6 +12,7 @@ BYTES = "bytes"
 MAX_WAIT = "max_wait"
 MAX_LINGER = "max_linger"
 DEADLINE = "deadline"
+MAX_PENDING = "max_pending"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ def plan_closes(
     cfg: BatchingSettings,
     limit_requests: int,
     limit_bytes: int,
+    force: str | None = None,
 ) -> list[Close]:
     """Batches to close now from ``queue`` (arrival order), oldest first.
 
@@ -43,7 +45,7 @@ def plan_closes(
     provider's limit). What is left closes when its oldest request waited ``max_wait`` and
     it holds at least ``min_batch`` requests, when its oldest waited ``max_linger``
     whatever its size, or when a request's deadline leaves no more time than the expected
-    batch turnaround.
+    batch turnaround. With ``force`` (a reason), what is left closes now regardless.
     """
     cap_requests = max(1, min(cfg.max_requests, limit_requests))
     cap_bytes = max(1, min(cfg.max_bytes, limit_bytes))
@@ -63,7 +65,7 @@ def plan_closes(
         start = end
     rest = queue[start:]
     if rest:
-        reason = _time_reason(rest, now_ms, cfg)
+        reason = _time_reason(rest, now_ms, cfg) or force
         if reason:
             closes.append(Close(tuple(q.request_id for q in rest), reason, sum(q.size for q in rest)))
     return closes

@@ -30,7 +30,7 @@ from typing import Any
 from connector import metrics
 from connector.config import Settings
 from connector.lanes import records
-from connector.lanes.assembly import Close, Queued, must_escalate, plan_closes
+from connector.lanes.assembly import MAX_PENDING, Close, Queued, must_escalate, plan_closes
 from connector.lanes.outputs import Outputs
 from connector.model import BatchKey
 from connector.pricing import PriceTable
@@ -92,6 +92,7 @@ class _Partition:
     """What this worker derives from the tables for one partition it owns."""
 
     queued: dict[str, dict[str, Queued]] = field(default_factory=dict)  # batch key → rid → ref
+    queued_bytes: dict[str, int] = field(default_factory=dict)  # batch key → sum of sizes
     members: dict[str, dict[str, str]] = field(default_factory=dict)  # batch id → custom id → rid
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)  # batch id → record (not EMITTED)
     done: deque[tuple[int, str]] = field(default_factory=deque)  # (done at, rid), oldest first
@@ -186,6 +187,7 @@ class DeferredLane:
     def _index_queued(part: _Partition, entry: dict[str, Any]) -> None:
         ref = Queued(entry["rid"], entry["at"], entry["size"], entry.get("deadline"))
         part.queued.setdefault(entry["key"], {})[entry["rid"]] = ref
+        part.queued_bytes[entry["key"]] = part.queued_bytes.get(entry["key"], 0) + ref.size
         if ref.deadline_ms is not None:
             part.deadlines[ref.request_id] = ref.deadline_ms
 
@@ -230,18 +232,24 @@ class DeferredLane:
             self._forget(part, entry)
             self._mark_done(part, entry, "escalated")
 
-    async def _close_due(self, part: _Partition, p: int, key: str, *, full_only: bool) -> None:
+    async def _close_due(self, part: _Partition, p: int, key: str, *, full_only: bool, force: str | None = None) -> None:
         queue = part.queued.get(key)
         if not queue:
-            part.queued.pop(key, None)
+            self._drop_queue(part, key)
             return
-        provider = self.providers[BatchKey.parse(key).provider]
+        limits = self.providers[BatchKey.parse(key).provider].limits
+        if full_only and not (
+            len(queue) >= min(self.cfg.max_requests, limits.max_requests)
+            or part.queued_bytes.get(key, 0) > min(self.cfg.max_bytes, limits.max_bytes)
+        ):
+            return  # the common arrival: nothing is full, no need to plan
         closes = plan_closes(
             list(queue.values()),
             now_ms=self.clock(),
             cfg=self.cfg,
-            limit_requests=provider.limits.max_requests,
-            limit_bytes=provider.limits.max_bytes,
+            limit_requests=limits.max_requests,
+            limit_bytes=limits.max_bytes,
+            force=force,
         )
         for close in closes:
             if full_only and close.reason not in ("count", "bytes"):
@@ -277,9 +285,9 @@ class DeferredLane:
             entry = self.pending[rid]
             self.pending[rid] = dict(entry, state=BATCHED, batch=batch_id, cid=cid)
             members[cid] = rid
-            del queue[rid]
+            part.queued_bytes[key] -= queue.pop(rid).size
         if not queue:
-            del part.queued[key]
+            self._drop_queue(part, key)
         part.batches[batch_id] = batch
         self._fresh.add(batch_id)
         metrics.BATCH_TRANSITIONS.labels(bk.provider, INTENT).inc()
@@ -500,11 +508,18 @@ class DeferredLane:
         part.deadlines.pop(rid, None)
         if entry["state"] == QUEUED:
             queue = part.queued.get(entry["key"], {})
-            queue.pop(rid, None)
+            ref = queue.pop(rid, None)
+            if ref is not None:
+                part.queued_bytes[entry["key"]] -= ref.size
             if not queue:
-                part.queued.pop(entry["key"], None)
+                self._drop_queue(part, entry["key"])
         elif entry["state"] == BATCHED:
             part.members.get(entry.get("batch"), {}).pop(entry.get("cid"), None)
+
+    @staticmethod
+    def _drop_queue(part: _Partition, key: str) -> None:
+        part.queued.pop(key, None)
+        part.queued_bytes.pop(key, None)
 
     def _mark_done(self, part: _Partition, entry: dict[str, Any], how: str) -> None:
         now = self.clock()
@@ -565,10 +580,31 @@ class DeferredLane:
         metrics.OLDEST_BATCH_AGE.set(0 if oldest is None else (self.clock() - oldest) / 1000)
 
     async def wait_for_room(self) -> None:
-        """Back-pressure for the ingest agent: memory is bounded by max_pending_requests."""
+        """Intake's side of back-pressure: stop reading the input while this worker is full.
+
+        Only a brake (requests already on the work topic still arrive); ``make_room`` is
+        what enforces the bound.
+        """
         # The live count is derived from the indexes; polling it beats signalling every change.
         while self.live_requests() >= self.settings.max_pending_requests:  # noqa: ASYNC110
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(self.settings.tick_interval_s)
+
+    async def make_room(self, p: int) -> None:
+        """Back-pressure: hold this request event until the worker has room for it.
+
+        While ``max_pending_requests`` are live, the work agent of partition ``p`` closes
+        what it has queued and drives its own batches (inside the current event, so table
+        writes stay on ``p``) instead of taking more; the backlog waits on the broker.
+        Memory is bounded by configuration, not by the backlog.
+        """
+        while self.live_requests() >= self.settings.max_pending_requests:
+            part = self._part(p)
+            for key in list(part.queued):
+                await self._close_due(part, p, key, full_only=False, force=MAX_PENDING)
+            await self.on_tick(p)
+            if self.live_requests() < self.settings.max_pending_requests:
+                return
+            await asyncio.sleep(self.settings.tick_interval_s)
 
 
 def _handle_dict(handle: BatchHandle) -> dict[str, Any]:

@@ -223,18 +223,22 @@ async def test_done_markers_are_purged_after_the_dedupe_window():
     assert not h.pending and not h.batches
 
 
-async def test_memory_bound_blocks_ingest():
-    h = Harness()
+async def test_memory_bound_holds_the_next_request_and_drives_the_partition_itself():
+    import asyncio
+
+    h = Harness()  # min_batch 3, max_wait 5 s: nothing would close on its own yet
     h.settings.max_pending_requests = 3
     await h.feed(entry(1), entry(2), entry(3))
     assert h.lane.live_requests() == 3
-    import asyncio
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(h.lane.wait_for_room(), 0.5)
-    await h.tick(21)
+    waiting = asyncio.create_task(h.lane.make_room(0))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    assert [b["reason"] for b in h.batches.values()] == ["max_pending"]  # closed under pressure
+    assert h.provider.submits == 1  # and submitted from within the held event
     h.provider.finish_all()
-    await h.tick(2)
-    await asyncio.wait_for(h.lane.wait_for_room(), 0.5)
+    h.clock.advance(5)
+    await asyncio.wait_for(waiting, 5)
+    assert len(h.out.results) == 3 and h.lane.live_requests() == 0
 
 
 async def test_webhook_poke_makes_the_next_tick_poll_at_once():

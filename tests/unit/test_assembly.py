@@ -70,6 +70,13 @@ def test_deadline_closes_early():
     assert plan([q(0), q(1, deadline=71_000)], now=10_000) == []
 
 
+def test_force_closes_what_no_timer_would_close_yet():
+    closes = plan_closes([q(0), q(1)], now_ms=0, cfg=CFG, limit_requests=1000, limit_bytes=10**9, force="max_pending")
+    assert [(c.reason, c.request_ids) for c in closes] == [("max_pending", ("r0", "r1"))]
+    timed = plan_closes([q(0), q(1)], now_ms=20_000, cfg=CFG, limit_requests=1000, limit_bytes=10**9, force="max_pending")
+    assert [c.reason for c in timed] == [MAX_LINGER]  # a real reason wins over the forced one
+
+
 def test_escalation_margin():
     assert must_escalate(100_000, 90_000, CFG)
     assert not must_escalate(100_000, 89_999, CFG)
