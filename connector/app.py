@@ -109,7 +109,6 @@ def create_app(settings: Settings) -> faust.App:
 
     deferred = DeferredLane(settings, providers, outputs, prices, pending, batches, flush=app.producer.flush)
     realtime = RealtimeLane(settings, providers, outputs, prices, clock=now_ms)
-    app.batchbridge = {"deferred": deferred, "realtime": realtime, "providers": providers}  # type: ignore[attr-defined]
 
     async def reject(rejected: Rejected, source: tuple[str, int, int]) -> None:
         log.warning("dead-lettering %s from %s/%d@%d: %s", rejected.error_class, *source, rejected.message)

@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from connector import schemas, summary
-from connector.broker import EmbeddedBroker
+from connector.broker import EmbeddedBroker, stop_process_group
 from connector.client import RequestProducer, ResultWatcher, now_ms, read_topics
 from connector.config import Settings
 from connector.errors import BatchBridgeError
@@ -81,25 +81,12 @@ class Stack:
                 return
             self._stopped = True
         for proc in self.workers:
-            _stop_process(proc)
+            stop_process_group(proc, 15.0)
         if self.emulator is not None:
             with contextlib.suppress(Exception):
                 self.emulator.stop()
         if self.broker is not None:
             self.broker.stop()
-
-
-def _stop_process(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(grace_s)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
 
 
 @contextlib.contextmanager
