@@ -137,7 +137,7 @@ def create_app(settings: Settings) -> faust.App:
             entry = {
                 "rid": request["request_id"],
                 "attempt": int(request.get("attempt") or 1),
-                "key": str(BatchKey.of(request)),
+                "key": str(BatchKey.of(request, settings.batching.shards_per_key)),
                 "req": request,
                 "size": len(request["body"].encode()),
                 "deadline": request.get("deadline"),

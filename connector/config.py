@@ -80,6 +80,7 @@ class BatchingSettings(BaseModel):
     expected_turnaround_s: float = Field(3600.0, ge=0)  # assumed batch latency for deadlines
     deadline_margin_s: float = Field(30.0, ge=0)  # escalate to realtime this long before deadline
     max_attempts: int = Field(3, ge=1)
+    shards_per_key: int = Field(1, ge=1)  # >1 spreads one model over partitions (smaller batches)
     quota_backoff_s: float = Field(600.0, ge=0)  # wait before resubmitting a quota-failed batch
     max_quota_retries: int = Field(6, ge=0)  # then its requests follow the retry rules
     systemic_failure_ratio: float = Field(0.5, gt=0, le=1)  # alert when this share of a batch fails

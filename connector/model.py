@@ -6,6 +6,7 @@ A request record is the dict form of ``schemas/InferenceRequest.avsc``.
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,23 +25,31 @@ PROVIDERS = tuple(ENDPOINTS)
 
 @dataclass(frozen=True, slots=True, order=True)
 class BatchKey:
-    """Requests with the same key can share one provider batch."""
+    """Requests with the same key can share one provider batch.
+
+    ``shard`` spreads one (provider, model, endpoint) over several keys — and so over
+    several work partitions and workers — when one model's volume needs it.
+    """
 
     provider: str
     model: str
     endpoint: str
+    shard: int = 0
 
     def __str__(self) -> str:
-        return f"{self.provider}|{self.model}|{self.endpoint}"
+        base = f"{self.provider}|{self.model}|{self.endpoint}"
+        return f"{base}|{self.shard}" if self.shard else base
 
     @classmethod
     def parse(cls, text: str) -> BatchKey:
-        provider, model, endpoint = text.split("|", 2)
-        return cls(provider, model, endpoint)
+        provider, model, endpoint, *shard = text.split("|", 3)
+        return cls(provider, model, endpoint, int(shard[0]) if shard else 0)
 
     @classmethod
-    def of(cls, request: dict[str, Any]) -> BatchKey:
-        return cls(request["provider"], request["model"], request["endpoint"])
+    def of(cls, request: dict[str, Any], shards: int = 1) -> BatchKey:
+        # crc32, not hash(): the shard must be the same in every process and after restarts.
+        shard = zlib.crc32(request["request_id"].encode("utf-8", "surrogatepass")) % shards if shards > 1 else 0
+        return cls(request["provider"], request["model"], request["endpoint"], shard)
 
 
 def parse_body(request: dict[str, Any]) -> dict[str, Any]:

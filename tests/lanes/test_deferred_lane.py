@@ -335,3 +335,14 @@ async def test_mostly_failed_batch_is_reported_as_systemic(caplog):
     assert "8 of 10 requests failed" in caplog.text
     emitted = [e for e in h.out.events if e["state"] == "EMITTED"][0]
     assert (emitted["succeeded"], emitted["failed"]) == (2, 8)
+
+
+async def test_shards_of_one_model_batch_separately_under_the_real_model():
+    h = Harness(min_batch=1, max_wait_s=1)
+    await h.feed(*[dict(entry(i), key=f"{KEY}|{i % 2 + 1}") for i in range(4)])
+    await h.tick(2)
+    assert sorted(b["key"] for b in h.batches.values()) == [f"{KEY}|1", f"{KEY}|2"]
+    assert {b["model"] for b in h.batches.values()} == {"gpt-4o-mini"}
+    h.provider.finish_all()
+    await h.tick(2)
+    assert len(h.out.results) == 4

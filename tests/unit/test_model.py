@@ -93,3 +93,14 @@ def test_make_request_rejects_invalid_unless_told_not_to_validate():
     with pytest.raises(ValidationError):
         make_request("r", "openai", "gpt-4o-mini", "/v1/unknown", CHAT)
     assert make_request("r", "openai", "gpt-4o-mini", "/v1/unknown", CHAT, validate=False)["endpoint"] == "/v1/unknown"
+
+
+def test_sharded_batch_keys_are_stable_spread_and_round_trip():
+    keys = {str(BatchKey.of(request(request_id=f"id-{i}"), shards=4)) for i in range(200)}
+    assert len(keys) == 4
+    for text in keys:
+        assert BatchKey.parse(text).provider == "openai"
+        assert str(BatchKey.parse(text)) == text
+    same = [str(BatchKey.of(request(request_id="ticket-9"), shards=4)) for _ in range(3)]
+    assert len(set(same)) == 1
+    assert str(BatchKey.of(request(request_id="ticket-9"))).count("|") == 2  # unsharded: no suffix
