@@ -124,11 +124,16 @@ def create_app(settings: Settings) -> faust.App:
         )
         metrics.FAILURES.labels(rejected.error_class).inc()
 
+    resumed: set[int] = set()  # input partitions read since the last assignment
+
     @app.agent(deferred_in, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
         async for event in stream.events():
             msg = event.message
             source = (msg.topic, msg.partition, msg.offset)
+            if msg.partition not in resumed:
+                resumed.add(msg.partition)
+                log.info("intake: reading %s[%d] from offset %d", msg.topic, msg.partition, msg.offset)
             request = admit(codec, event.value, msg.topic, allow, max_body)
             if isinstance(request, Rejected):
                 await reject(request, source)
@@ -180,6 +185,17 @@ def create_app(settings: Settings) -> faust.App:
             if tp.topic == work.get_topic_name():
                 await work.send(key=None, value={"t": "tick"}, partition=tp.partition)
 
+    @app.timer(interval=15.0)
+    async def unpause_watchdog() -> None:
+        # Faust pauses partitions during recovery and resumes them after. A partition still
+        # paused outside recovery would starve that input forever: say so and resume it.
+        if app.tables.recovery.in_recovery or app.rebalancing:
+            return
+        stuck = set(app.consumer._paused_partitions) & set(app.assignor.assigned_actives())
+        if stuck:
+            log.warning("partitions paused outside recovery, resuming: %s", sorted(stuck))
+            app.consumer.resume_partitions(stuck)
+
     if settings.webhook_port:
         if settings.webhook_secret is None:
             raise ConfigError("BATCHBRIDGE_WEBHOOK_PORT needs BATCHBRIDGE_WEBHOOK_SECRET to verify deliveries")
@@ -196,6 +212,8 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_partitions_assigned.connect
     async def on_assigned(app_: faust.App, assigned: Any, **kwargs: Any) -> None:
         deferred.reset()
+        resumed.clear()
+        log.info("assigned work partitions %s", sorted(tp.partition for tp in assigned if tp.topic == work.get_topic_name()))
 
     return app
 
