@@ -41,9 +41,11 @@ from connector.providers.base import (
     Outcome,
     OutcomeKind,
     Provider,
+    ProviderLimits,
 )
 from connector.providers.exceptions import BatchNotFound, BatchRejected, ProviderError
 from connector.providers.ids import assign_custom_ids
+from connector.providers.split import split_batches
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +256,19 @@ class DeferredLane:
         for close in closes:
             if full_only and close.reason not in ("count", "bytes"):
                 continue
-            self._open_batch(part, p, key, close)
+            await self._open_valid_batches(part, p, key, close, limits)
+
+    async def _open_valid_batches(self, part: _Partition, p: int, key: str, close: Close, limits: ProviderLimits) -> None:
+        """The provider's own rules (envelope bytes included) have the last word on a close."""
+        bk = BatchKey.parse(key)
+        queue = part.queued[key]
+        split = split_batches([_Sized(bk.model, bk.endpoint, queue[rid]) for rid in close.request_ids], limits)
+        for rejection in split.rejected:
+            entry = self.pending[rejection.request.ref.request_id]
+            await self._fail(part, None, entry, records.OVERSIZE, None, rejection.reason)
+        for batch in split.batches:
+            ids = tuple(s.ref.request_id for s in batch)
+            self._open_batch(part, p, key, Close(ids, close.reason, sum(s.size_bytes for s in batch)))
 
     def _open_batch(self, part: _Partition, p: int, key: str, close: Close) -> None:
         """Turn queued requests into a batch in INTENT: durable before any provider call."""
@@ -605,6 +619,19 @@ class DeferredLane:
             if self.live_requests() < self.settings.max_pending_requests:
                 return
             await asyncio.sleep(self.settings.tick_interval_s)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sized:
+    """A queued request as the provider splitter sees it."""
+
+    model: str
+    endpoint: str
+    ref: Queued
+
+    @property
+    def size_bytes(self) -> int:
+        return self.ref.size
 
 
 def _handle_dict(handle: BatchHandle) -> dict[str, Any]:

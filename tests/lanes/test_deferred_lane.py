@@ -346,3 +346,20 @@ async def test_shards_of_one_model_batch_separately_under_the_real_model():
     h.provider.finish_all()
     await h.tick(2)
     assert len(h.out.results) == 4
+
+
+async def test_provider_rules_have_the_last_word_envelopes_included():
+    from connector.providers.base import ProviderLimits
+    from connector.providers.limits import ENVELOPE_BYTES
+
+    h = Harness(min_batch=1, max_wait_s=1)
+    body = len(entry(0)["req"]["body"])
+    # Three bodies fit the provider's byte limit, three bodies plus their envelopes do not.
+    h.provider.limits = ProviderLimits(1000, 3 * body + 2 * ENVELOPE_BYTES, True, 64, r"[a-zA-Z0-9_-]{1,64}")
+    await h.feed(entry(1), entry(2), entry(3))
+    await h.tick(2)
+    assert sorted(b["count"] for b in h.batches.values()) == [1, 2]
+    h.provider.limits = ProviderLimits(1000, body + ENVELOPE_BYTES - 1, True, 64, r"[a-zA-Z0-9_-]{1,64}")
+    await h.feed(entry(4))
+    await h.tick(2)
+    assert [(f["request_id"], f["error_class"]) for f in h.out.failures] == [("req-4", "oversize")]
