@@ -15,6 +15,7 @@ pytestmark = pytest.mark.integration
 
 def test_every_request_ends_as_exactly_one_result_or_dead_letter(pipeline):
     pipeline.start_worker()
+    pipeline.wait_ready()  # the deadline cases below count from now
     p = pipeline
     deferred = [p.request(f"oa-{i}", "openai", f"ticket {i}") for i in range(25)]  # one count close + the rest
     deferred += [p.request(f"an-{i}", "anthropic", f"doc {i}") for i in range(8)]  # max_wait
