@@ -185,17 +185,6 @@ def create_app(settings: Settings) -> faust.App:
             if tp.topic == work.get_topic_name():
                 await work.send(key=None, value={"t": "tick"}, partition=tp.partition)
 
-    @app.timer(interval=15.0)
-    async def unpause_watchdog() -> None:
-        # Faust pauses partitions during recovery and resumes them after. A partition still
-        # paused outside recovery would starve that input forever: say so and resume it.
-        if app.tables.recovery.in_recovery or app.rebalancing:
-            return
-        stuck = set(app.consumer._paused_partitions) & set(app.assignor.assigned_actives())
-        if stuck:
-            log.warning("partitions paused outside recovery, resuming: %s", sorted(stuck))
-            app.consumer.resume_partitions(stuck)
-
     if settings.webhook_port:
         if settings.webhook_secret is None:
             raise ConfigError("BATCHBRIDGE_WEBHOOK_PORT needs BATCHBRIDGE_WEBHOOK_SECRET to verify deliveries")
