@@ -431,18 +431,20 @@ class DeferredLane:
         succeeded = failed = 0
         if batch["state"] != FAILED and members:
             async for outcome in provider.results(_handle(batch)):
-                rid = members.get(outcome.custom_id)
-                if rid is None:
+                entry = self._member(batch, members, outcome.custom_id)
+                if entry is None:
                     continue  # already emitted before a restart, escalated, or not ours
-                await self._deliver(part, batch, self.pending[rid], outcome)
+                await self._deliver(part, batch, entry, outcome)
                 succeeded += outcome.kind is OutcomeKind.SUCCEEDED
                 failed += outcome.kind is not OutcomeKind.SUCCEEDED
         # Requests the provider returned nothing for go through the retry rules.
         reason = records.failure_class_for_batch(batch["state"])
         message = batch.get("error_message") or f"no result for this request in a {batch['state'].lower()} batch"
-        for rid in list(members.values()):
-            await self._retry_or_fail(part, batch, self.pending[rid], reason, batch.get("error_code"), message)
-            failed += 1
+        for cid in list(members):
+            entry = self._member(batch, members, cid)
+            if entry is not None:
+                await self._retry_or_fail(part, batch, entry, reason, batch.get("error_code"), message)
+                failed += 1
         total = succeeded + failed
         if total >= self.cfg.systemic_min_requests and failed / total >= self.cfg.systemic_failure_ratio:
             metrics.SYSTEMIC_FAILURES.labels(batch["provider"]).inc()
@@ -451,6 +453,18 @@ class DeferredLane:
                 batch["id"], batch["key"], failed, total,
             )
         await self._set_state(part, batch, EMITTED, emitted_at=self.clock(), succeeded=succeeded, failed=failed)
+
+    def _member(self, batch: dict[str, Any], members: dict[str, str], cid: str) -> dict[str, Any] | None:
+        """The live table entry behind a custom id of this batch; the table is the truth."""
+        rid = members.get(cid)
+        if rid is None:
+            return None
+        entry = self.pending.get(rid)
+        if not entry or entry.get("state") != BATCHED or entry.get("batch") != batch["id"]:
+            log.warning("batch %s: %s is no longer in flight here (%s); skipping it", batch["id"], rid, entry and entry.get("state"))
+            members.pop(cid, None)
+            return None
+        return entry
 
     async def _deliver(self, part: _Partition, batch: dict[str, Any], entry: dict[str, Any], outcome: Outcome) -> None:
         req = entry["req"]

@@ -363,3 +363,17 @@ async def test_provider_rules_have_the_last_word_envelopes_included():
     await h.feed(entry(4))
     await h.tick(2)
     assert [(f["request_id"], f["error_class"]) for f in h.out.failures] == [("req-4", "oversize")]
+
+
+async def test_a_member_the_table_no_longer_holds_in_flight_is_skipped_not_fatal():
+    h = Harness()
+    await h.feed(*[entry(i) for i in range(10)])
+    await h.tick()
+    # The table says req-3 is done (e.g. emitted by an earlier owner) while the index still lists it.
+    h.pending["req-3"] = {"rid": "req-3", "attempt": 1, "key": KEY, "p": 0, "state": "done", "at": h.clock()}
+    h.provider.omit = {"req-4"}  # and one request has no result line
+    h.provider.finish_all()
+    await h.tick(5)
+    assert sorted(r["request_id"] for r in h.out.results) == sorted(f"req-{i}" for i in range(10) if i not in (3, 4))
+    assert [r["request_id"] for r in h.out.retries] == ["req-4"]
+    assert next(iter(h.batches.values()))["state"] == EMITTED
