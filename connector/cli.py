@@ -33,7 +33,8 @@ app = typer.Typer(
 topics_app = typer.Typer(help="Topic definitions as code (topics/*.yaml).", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 
-console = Console()
+# Piped output (CI logs, files) gets room for the tables instead of rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 132)
 err_console = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
