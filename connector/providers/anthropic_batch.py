@@ -26,6 +26,7 @@ from connector.providers.base import (
     Provider,
 )
 from connector.providers.exceptions import BatchRejected, ProviderError, error_for_status
+from connector.providers.jsonl import outcomes_from_lines
 from connector.providers.limits import ANTHROPIC_LIMITS
 from connector.providers.outcomes import (
     anthropic_error_fields,
@@ -138,22 +139,12 @@ class AnthropicBatchProvider(Provider):
             async with self._client.messages.batches.with_streaming_response.results(
                 handle.batch_id
             ) as response:
-                line_no = 0
-                async for line in response.iter_lines():
-                    line_no += 1
-                    if not line.strip():
-                        continue
-                    try:
-                        outcome = anthropic_outcome(json.loads(line))
-                    except (ValueError, KeyError, TypeError, AttributeError):
-                        self.malformed_lines += 1
-                        log.warning(
-                            "skipped malformed line %d (%d chars) in results of %s",
-                            line_no,
-                            len(line),
-                            handle.batch_id,
-                        )
-                        continue
+                async for outcome in outcomes_from_lines(
+                    response.iter_lines(),
+                    anthropic_outcome,
+                    source=f"results of {handle.batch_id}",
+                    on_malformed=self._count_malformed,
+                ):
                     yield outcome
         except anthropic.AnthropicError as exc:
             raise _to_provider_error(exc) from exc

@@ -143,5 +143,10 @@ class Provider(abc.ABC):
     async def complete(self, item: BatchItem) -> Outcome:
         """One synchronous call (realtime lane). Never raises for per-request errors."""
 
+    malformed_lines: int = 0  # result lines skipped as unparseable, over this adapter's life
+
+    def _count_malformed(self) -> None:
+        self.malformed_lines += 1
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release SDK clients."""

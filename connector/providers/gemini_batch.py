@@ -40,6 +40,7 @@ from connector.providers.base import (
     Provider,
 )
 from connector.providers.exceptions import BatchRejected, ProviderError, error_for_status
+from connector.providers.jsonl import outcomes_from_lines
 from connector.providers.limits import GEMINI_LIMITS
 from connector.providers.outcomes import (
     failure,
@@ -155,6 +156,10 @@ class _ChunkQueue:
         await self._queue.put(chunk)
 
 
+def _file_line_outcome(record: dict[str, Any]) -> Outcome:
+    return gemini_outcome(str(record["key"]), record.get("response"), record.get("error") or record.get("status"))
+
+
 class GeminiBatchProvider(Provider):
     name = "gemini"
     limits = GEMINI_LIMITS
@@ -268,27 +273,12 @@ class GeminiBatchProvider(Provider):
                 yield outcome
 
     async def _read_file(self, file_name: str) -> AsyncIterator[Outcome]:
-        line_no = 0
-        async for line in self._download_lines(file_name):
-            line_no += 1
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                outcome = gemini_outcome(
-                    str(record["key"]),
-                    record.get("response"),
-                    record.get("error") or record.get("status"),
-                )
-            except (ValueError, KeyError, TypeError, AttributeError):
-                self.malformed_lines += 1
-                log.warning(
-                    "skipped malformed line %d (%d bytes) in Gemini file %s",
-                    line_no,
-                    len(line),
-                    file_name,
-                )
-                continue
+        async for outcome in outcomes_from_lines(
+            self._download_lines(file_name),
+            _file_line_outcome,
+            source=f"Gemini file {file_name}",
+            on_malformed=self._count_malformed,
+        ):
             yield outcome
 
     async def _download_lines(self, file_name: str) -> AsyncIterator[bytes]:

@@ -22,6 +22,7 @@ from connector.providers.base import (
     Provider,
 )
 from connector.providers.exceptions import BatchRejected, ProviderError, error_for_status
+from connector.providers.jsonl import outcomes_from_lines
 from connector.providers.limits import OPENAI_LIMITS
 from connector.providers.outcomes import (
     failure,
@@ -173,22 +174,12 @@ class OpenAIBatchProvider(Provider):
     async def _read_file(self, file_id: str) -> AsyncIterator[Outcome]:
         try:
             async with self._client.files.with_streaming_response.content(file_id) as response:
-                line_no = 0
-                async for line in response.iter_lines():
-                    line_no += 1
-                    if not line.strip():
-                        continue
-                    try:
-                        outcome = openai_outcome(json.loads(line))
-                    except (ValueError, KeyError, TypeError, AttributeError):
-                        self.malformed_lines += 1
-                        log.warning(
-                            "skipped malformed line %d (%d chars) in OpenAI file %s",
-                            line_no,
-                            len(line),
-                            file_id,
-                        )
-                        continue
+                async for outcome in outcomes_from_lines(
+                    response.iter_lines(),
+                    openai_outcome,
+                    source=f"OpenAI file {file_id}",
+                    on_malformed=self._count_malformed,
+                ):
                     yield outcome
         except openai.OpenAIError as exc:
             raise _to_provider_error(exc) from exc
