@@ -23,14 +23,13 @@ import faust
 from connector import metrics
 from connector.config import Settings
 from connector.errors import ConfigError
-from connector.lanes import records
+from connector.lanes.agents import Intake, WorkLoop
 from connector.lanes.deferred import DeferredLane, now_ms
-from connector.lanes.intake import Rejected, admit
+from connector.lanes.ledger import WorkEvent
 from connector.lanes.outputs import Outputs
 from connector.lanes.realtime import RealtimeLane
 from connector.lanes.webhooks import WebhookReceiver
 from connector.lanes.webhooks import serve as serve_webhooks
-from connector.model import BatchKey
 from connector.pricing import PriceTable
 from connector.providers.registry import build_providers
 from connector.serde import build_codec
@@ -66,11 +65,11 @@ def _is_tansu(settings: Settings) -> bool:
         return False
 
 
-def create_app(settings: Settings) -> faust.App:
+def _faust_app(settings: Settings) -> faust.App:
     datadir = os.path.join(settings.data_dir, f"worker-{os.getpid()}")
     os.makedirs(datadir, exist_ok=True)
     servers = ";".join(s.strip() for s in settings.kafka.bootstrap_servers.split(","))
-    app = faust.App(
+    return faust.App(
         settings.app_id,
         broker=f"kafka://{servers}",
         broker_credentials=_credentials(settings),
@@ -88,12 +87,15 @@ def create_app(settings: Settings) -> faust.App:
         broker_max_poll_records=settings.stream_buffer,
         **({"producer_max_batch_size": 1} if settings.kafka.single_record_batches else {}),
     )
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The worker's Faust app: both lanes wired to their topics, tables and timer."""
+    app = _faust_app(settings)
     codec = build_codec(settings)
     providers = build_providers(settings)
     prices = PriceTable.load(settings.prices_file)
     outputs = Outputs(app, settings, codec)
-    allow = frozenset(settings.reply_topic_allowlist)
-    max_body = {name: p.limits.max_bytes for name, p in providers.items()}
 
     deferred_in = app.topic(settings.topics.deferred, key_serializer="raw", value_serializer="raw")
     realtime_in = app.topic(settings.topics.realtime, key_serializer="raw", value_serializer="raw")
@@ -109,90 +111,39 @@ def create_app(settings: Settings) -> faust.App:
 
     deferred = DeferredLane(settings, providers, outputs, prices, pending, batches, flush=app.producer.flush)
     realtime = RealtimeLane(settings, providers, outputs, prices, clock=now_ms)
-
-    async def reject(rejected: Rejected, source: tuple[str, int, int]) -> None:
-        log.warning("dead-lettering %s from %s/%d@%d: %s", rejected.error_class, *source, rejected.message)
-        await outputs.failure(
-            records.failure_record(
-                error_class=rejected.error_class,
-                message=rejected.message,
-                now=now_ms(),
-                request=rejected.request,
-                raw_value=rejected.raw,
-                source=source,
-            )
-        )
-        metrics.FAILURES.labels(rejected.error_class).inc()
-
-    resumed: set[int] = set()  # input partitions read since the last assignment
+    intake = Intake(
+        codec,
+        outputs,
+        deferred,
+        realtime,
+        work,
+        reply_allowlist=frozenset(settings.reply_topic_allowlist),
+        max_body={name: p.limits.max_bytes for name, p in providers.items()},
+        shards_per_key=settings.batching.shards_per_key,
+    )
+    work_loop = WorkLoop(deferred)
 
     @app.agent(deferred_in, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            msg = event.message
-            source = (msg.topic, msg.partition, msg.offset)
-            if msg.partition not in resumed:
-                resumed.add(msg.partition)
-                log.info("intake: reading %s[%d] from offset %d", msg.topic, msg.partition, msg.offset)
-            request = admit(codec, event.value, msg.topic, allow, max_body)
-            if isinstance(request, Rejected):
-                await reject(request, source)
-                continue
-            await deferred.wait_for_room()
-            entry = {
-                "rid": request["request_id"],
-                "attempt": int(request.get("attempt") or 1),
-                "key": str(BatchKey.of(request, settings.batching.shards_per_key)),
-                "req": request,
-                "size": len(request["body"].encode()),
-                "deadline": request.get("deadline"),
-                "src": list(source),
-            }
-            await work.send(key=entry["key"].encode(), value={"t": "req", "entry": entry})
+        await intake.deferred_stream(stream.events())
 
     @app.agent(work, name="work")
     async def work_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            partition = event.message.partition
-            value = event.value
-            try:
-                if value.get("t") == "req":
-                    await deferred.make_room(partition)
-                    await deferred.on_request(value["entry"], partition)
-                else:
-                    await deferred.on_tick(partition)
-            except Exception:
-                # A bug must not stall the partition forever; the state is in the tables
-                # and the next tick picks the work up again.
-                log.exception("work partition %d: event failed", partition)
+        await work_loop.run(stream.events())
 
     @app.agent(realtime_in, name="realtime", concurrency=settings.realtime_concurrency)
     async def realtime_agent(stream: faust.StreamT) -> None:
-        async for event in stream.events():
-            msg = event.message
-            source = (msg.topic, msg.partition, msg.offset)
-            request = admit(codec, event.value, msg.topic, allow, {})
-            if isinstance(request, Rejected):
-                await reject(request, source)
-                continue
-            metrics.REQUESTS_IN.labels("realtime").inc()
-            await realtime.handle(request, source)
+        await intake.realtime_stream(stream.events())
 
     @app.timer(interval=settings.tick_interval_s)
     async def tick() -> None:
         # Every worker ticks the work partitions it owns: no leader to lose.
         for tp in app.assignor.assigned_actives():
             if tp.topic == work.get_topic_name():
-                await work.send(key=None, value={"t": "tick"}, partition=tp.partition)
+                await work.send(key=None, value=WorkEvent().to_json(), partition=tp.partition)
 
     if settings.webhook_port:
-        if settings.webhook_secret is None:
-            raise ConfigError("BATCHBRIDGE_WEBHOOK_PORT needs BATCHBRIDGE_WEBHOOK_SECRET to verify deliveries")
-        receiver = WebhookReceiver(settings.webhook_secret.get_secret_value(), deferred.poke)
-
-        @app.task
-        async def webhooks() -> None:
-            await serve_webhooks(receiver, settings.webhook_host, settings.webhook_port)
+        _serve_webhooks(app, settings, deferred)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app_: faust.App, revoked: Any, **kwargs: Any) -> None:
@@ -201,10 +152,22 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_partitions_assigned.connect
     async def on_assigned(app_: faust.App, assigned: Any, **kwargs: Any) -> None:
         deferred.reset()
-        resumed.clear()
-        log.info("assigned work partitions %s", sorted(tp.partition for tp in assigned if tp.topic == work.get_topic_name()))
+        intake.resumed.clear()
+        owned = sorted(tp.partition for tp in assigned if tp.topic == work.get_topic_name())
+        log.info("assigned work partitions %s", owned)
 
     return app
+
+
+def _serve_webhooks(app: faust.App, settings: Settings, deferred: DeferredLane) -> None:
+    if settings.webhook_secret is None:
+        raise ConfigError("BATCHBRIDGE_WEBHOOK_PORT needs BATCHBRIDGE_WEBHOOK_SECRET to verify deliveries")
+    receiver = WebhookReceiver(settings.webhook_secret.get_secret_value(), deferred.poke)
+    host, port = settings.webhook_host, settings.webhook_port
+
+    @app.task
+    async def webhooks() -> None:
+        await serve_webhooks(receiver, host, port)
 
 
 def run_worker(settings: Settings) -> None:

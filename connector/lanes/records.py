@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from connector.lanes.ledger import BatchPhase, BatchRecord
 from connector.pricing import Costs
 from connector.providers.base import Outcome
 
@@ -105,31 +106,33 @@ def deadletter_headers(failure: dict[str, Any]) -> list[tuple[str, bytes]]:
     return [(k, v.encode()) for k, v in headers.items()]
 
 
-def failure_class_for_batch(batch_state: str) -> str:
+def failure_class_for_batch(phase: BatchPhase) -> str:
     """The dead-letter class for requests a batch left unfinished once attempts run out."""
-    return {"EXPIRED": EXPIRED, "CANCELLED": CANCELLED, "FAILED": BATCH_FAILED}.get(batch_state, RETRIES_EXHAUSTED)
+    return {BatchPhase.EXPIRED: EXPIRED, BatchPhase.CANCELLED: CANCELLED, BatchPhase.FAILED: BATCH_FAILED}.get(
+        phase, RETRIES_EXHAUSTED
+    )
 
 
-def batch_event(batch: dict[str, Any], *, state: str, previous: str | None, now: int, **extra: Any) -> dict[str, Any]:
-    handle = batch.get("handle") or {}
-    event = {
-        "batch_id": batch["id"],
-        "provider": batch["provider"],
-        "model": batch["model"],
-        "endpoint": batch["endpoint"],
-        "state": state,
-        "previous_state": previous,
-        "provider_batch_id": handle.get("batch_id"),
-        "provider_state": None,
-        "close_reason": batch.get("reason"),
-        "request_count": batch["count"],
-        "bytes": batch.get("bytes", 0),
-        "succeeded": None,
-        "failed": None,
-        "error_code": batch.get("error_code"),
-        "error_message": batch.get("error_message"),
-        "opened_at": batch["opened_at"],
+def batch_event(
+    batch: BatchRecord, *, previous: BatchPhase | None, now: int, succeeded: int | None = None, failed: int | None = None
+) -> dict[str, Any]:
+    """The lifecycle event of a batch that just entered ``batch.phase``."""
+    return {
+        "batch_id": batch.batch_id,
+        "provider": batch.provider,
+        "model": batch.batch_key.model,
+        "endpoint": batch.batch_key.endpoint,
+        "state": batch.phase.value,
+        "previous_state": previous.value if previous else None,
+        "provider_batch_id": batch.handle.batch_id if batch.handle else None,
+        "provider_state": batch.provider_state,
+        "close_reason": batch.close_reason,
+        "request_count": batch.count,
+        "bytes": batch.bytes,
+        "succeeded": succeeded,
+        "failed": failed,
+        "error_code": batch.error_code,
+        "error_message": batch.error_message,
+        "opened_at": batch.opened_at,
         "event_at": now,
     }
-    event.update(extra)
-    return event

@@ -7,11 +7,14 @@ fast and deterministic. The broker-backed tests live in tests/integration.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from connector.config import BatchingSettings, Settings
-from connector.lanes.deferred import DONE, EMITTED, DeferredLane
+from connector.lanes.deferred import DeferredLane
+from connector.lanes.ledger import BatchPhase, BatchRecord, EntryState, Ledger, PendingEntry
+from connector.model import BatchKey
 from connector.pricing import PriceTable
 from connector.providers.base import BatchState, OutcomeKind
 from tests.lanes.fakes import Clock, FakeOutputs, FakeProvider
@@ -19,14 +22,15 @@ from tests.lanes.fakes import Clock, FakeOutputs, FakeProvider
 KEY = "openai|gpt-4o-mini|/v1/chat/completions"
 
 
-def entry(i: int, *, attempt: int = 1, deadline: int | None = None, text: str | None = None, rid: str | None = None):
-    rid = rid or f"req-{i}"
+def request(i: int, *, attempt: int = 1, deadline: int | None = None, text: str | None = None, rid: str | None = None):
     body = json.dumps({"text": text or f"t{i}"})
-    req = {"request_id": rid, "provider": "openai", "model": "gpt-4o-mini", "endpoint": "/v1/chat/completions",
-           "body": body, "metadata": {}, "deadline": deadline, "reply_topic": None, "attempt": attempt,
-           "created_at": 1_000_000}
-    return {"rid": rid, "attempt": attempt, "key": KEY, "req": req, "size": len(body), "deadline": deadline,
-            "src": ["inference.deferred", 0, i]}
+    return {"request_id": rid or f"req-{i}", "provider": "openai", "model": "gpt-4o-mini",
+            "endpoint": "/v1/chat/completions", "body": body, "metadata": {}, "deadline": deadline,
+            "reply_topic": None, "attempt": attempt, "created_at": 1_000_000}
+
+
+def entry(i: int, **kw) -> PendingEntry:
+    return PendingEntry.of_request(request(i, **kw), ("inference.deferred", 0, i))
 
 
 class Harness:
@@ -42,6 +46,13 @@ class Harness:
         self.batches: dict = {}
         self.flushes = 0
         self.lane = self.new_lane()
+        self.ledger = Ledger(self.pending, self.batches)
+
+    def records(self) -> list[BatchRecord]:
+        return list(self.ledger.all_batches())
+
+    def reasons(self) -> list[str]:
+        return [b.close_reason for b in self.records()]
 
     def new_lane(self) -> DeferredLane:
         async def flush():
@@ -64,7 +75,7 @@ class Harness:
 async def test_count_close_submit_poll_emit_end_to_end():
     h = Harness()
     await h.feed(*[entry(i) for i in range(10)])
-    assert len(h.batches) == 1 and next(iter(h.batches.values()))["state"] == "INTENT"
+    assert [b.phase for b in h.records()] == [BatchPhase.INTENT]
     await h.tick()
     assert h.provider.submits == 1 and h.flushes >= 1
     h.provider.finish_all()
@@ -72,9 +83,9 @@ async def test_count_close_submit_poll_emit_end_to_end():
     assert sorted(r["request_id"] for r in h.out.results) == sorted(f"req-{i}" for i in range(10))
     assert all(r["lane"] == "batch" and r["provider_batch_id"] == "batch_1" for r in h.out.results)
     assert all(r["cost_usd"] == pytest.approx(r["realtime_cost_usd"] / 2) for r in h.out.results)
-    assert all(v["state"] == DONE for v in h.pending.values())
+    assert all(e.state is EntryState.DONE for e in h.ledger.entries())
     assert [e["state"] for e in h.out.events] == ["SUBMITTED", "ENDED", "EMITTED"]
-    assert next(iter(h.batches.values()))["state"] == EMITTED
+    assert h.records()[0].phase is BatchPhase.EMITTED
 
 
 async def test_replayed_request_is_not_added_twice():
@@ -95,13 +106,13 @@ async def test_time_windows_wait_and_linger():
     await h.tick(6)
     assert not h.batches  # below min_batch, not lingered yet
     await h.tick(15)
-    assert [b["reason"] for b in h.batches.values()] == ["max_linger"]
+    assert h.reasons() == ["max_linger"]
     h2 = Harness()
     await h2.feed(entry(1), entry(2), entry(3))
     await h2.tick(4)
     assert not h2.batches
     await h2.tick(1.1)
-    assert [b["reason"] for b in h2.batches.values()] == ["max_wait"]
+    assert h2.reasons() == ["max_wait"]
 
 
 async def test_retryable_goes_back_with_next_attempt_then_dead_letters():
@@ -149,7 +160,7 @@ async def test_deadline_closes_early_and_escalates_when_batch_is_late():
     now = h.clock()
     await h.feed(entry(1, deadline=now + 59_000), entry(2))
     await h.tick(0)
-    assert [b["reason"] for b in h.batches.values()] == ["deadline"]
+    assert h.reasons() == ["deadline"]
     await h.tick(50)  # the batch is still running 10 s before the deadline
     assert [r["request_id"] for r in h.out.escalated] == ["req-1"]
     h.provider.finish_all()
@@ -233,7 +244,7 @@ async def test_memory_bound_holds_the_next_request_and_drives_the_partition_itse
     waiting = asyncio.create_task(h.lane.make_room(0))
     await asyncio.sleep(0.05)
     assert not waiting.done()
-    assert [b["reason"] for b in h.batches.values()] == ["max_pending"]  # closed under pressure
+    assert h.reasons() == ["max_pending"]  # closed under pressure
     assert h.provider.submits == 1  # and submitted from within the held event
     h.provider.finish_all()
     h.clock.advance(5)
@@ -274,18 +285,18 @@ async def test_reconcile_never_adopts_a_provider_batch_another_batch_owns():
     await h.feed(*[entry(i) for i in range(20)])  # two full batches
     await h.tick()
     assert h.provider.submits == 2
-    owned, lost = sorted(h.batches.values(), key=lambda b: b["handle"]["batch_id"])
-    h.batches[lost["id"]] = dict(lost, state="INTENT", handle=None)  # as if SUBMITTED never landed
-    h.provider.batches.pop(lost["handle"]["batch_id"])
+    owned, lost = sorted(h.records(), key=lambda b: b.handle.batch_id)
+    h.provider.batches.pop(lost.handle.batch_id)
+    h.ledger.put_batch(replace(lost, phase=BatchPhase.INTENT, handle=None))  # as if SUBMITTED never landed
 
     async def tagless_find(tag, **kw):  # a heuristic match (Anthropic has no tags) on the wrong batch
-        return BatchHandle("openai", owned["handle"]["batch_id"], tag)
+        return BatchHandle("openai", owned.handle.batch_id, tag)
 
     h.provider.find = tagless_find
     h.lane = h.new_lane()
     await h.tick()
     assert h.provider.submits == 3
-    assert h.batches[lost["id"]]["handle"]["batch_id"] != owned["handle"]["batch_id"]
+    assert h.ledger.batch(lost.batch_id).handle.batch_id != owned.handle.batch_id
 
 
 async def test_quota_failed_batch_is_resubmitted_later_under_a_new_tag_without_using_attempts():
@@ -295,14 +306,14 @@ async def test_quota_failed_batch_is_resubmitted_later_under_a_new_tag_without_u
     await h.tick()
     h.provider.finish_all()
     await h.tick(2)
-    batch = next(iter(h.batches.values()))
-    assert batch["state"] == "INTENT" and batch["tag"].endswith("-q1")
+    batch = h.records()[0]
+    assert batch.phase is BatchPhase.INTENT and batch.tag.endswith("-q1")
     await h.tick(10)
     assert h.provider.submits == 1  # still waiting for the quota to clear
     h.provider.final_state = BatchState.ENDED
     await h.tick(25)
     assert h.provider.submits == 2
-    assert h.provider.batches["batch_2"]["tag"] == batch["tag"]
+    assert h.provider.batches["batch_2"]["tag"] == batch.tag
     h.provider.finish_all()
     await h.tick(5)
     assert len(h.out.results) == 10 and not h.out.retries and not h.out.failures
@@ -339,10 +350,10 @@ async def test_mostly_failed_batch_is_reported_as_systemic(caplog):
 
 async def test_shards_of_one_model_batch_separately_under_the_real_model():
     h = Harness(min_batch=1, max_wait_s=1)
-    await h.feed(*[dict(entry(i), key=f"{KEY}|{i % 2 + 1}") for i in range(4)])
+    await h.feed(*[replace(entry(i), batch_key=BatchKey.parse(f"{KEY}|{i % 2 + 1}")) for i in range(4)])
     await h.tick(2)
-    assert sorted(b["key"] for b in h.batches.values()) == [f"{KEY}|1", f"{KEY}|2"]
-    assert {b["model"] for b in h.batches.values()} == {"gpt-4o-mini"}
+    assert sorted(str(b.batch_key) for b in h.records()) == [f"{KEY}|1", f"{KEY}|2"]
+    assert {b.batch_key.model for b in h.records()} == {"gpt-4o-mini"}
     h.provider.finish_all()
     await h.tick(2)
     assert len(h.out.results) == 4
@@ -353,12 +364,12 @@ async def test_provider_rules_have_the_last_word_envelopes_included():
     from connector.providers.limits import ENVELOPE_BYTES
 
     h = Harness(min_batch=1, max_wait_s=1)
-    body = len(entry(0)["req"]["body"])
+    body = entry(0).size
     # Three bodies fit the provider's byte limit, three bodies plus their envelopes do not.
     h.provider.limits = ProviderLimits(1000, 3 * body + 2 * ENVELOPE_BYTES, True, 64, r"[a-zA-Z0-9_-]{1,64}")
     await h.feed(entry(1), entry(2), entry(3))
     await h.tick(2)
-    assert sorted(b["count"] for b in h.batches.values()) == [1, 2]
+    assert sorted(b.count for b in h.records()) == [1, 2]
     h.provider.limits = ProviderLimits(1000, body + ENVELOPE_BYTES - 1, True, 64, r"[a-zA-Z0-9_-]{1,64}")
     await h.feed(entry(4))
     await h.tick(2)
@@ -370,10 +381,10 @@ async def test_a_member_the_table_no_longer_holds_in_flight_is_skipped_not_fatal
     await h.feed(*[entry(i) for i in range(10)])
     await h.tick()
     # The table says req-3 is done (e.g. emitted by an earlier owner) while the index still lists it.
-    h.pending["req-3"] = {"rid": "req-3", "attempt": 1, "key": KEY, "p": 0, "state": "done", "at": h.clock()}
+    h.ledger.put_entry(h.ledger.entry("req-3").done("result", h.clock()))
     h.provider.omit = {"req-4"}  # and one request has no result line
     h.provider.finish_all()
     await h.tick(5)
     assert sorted(r["request_id"] for r in h.out.results) == sorted(f"req-{i}" for i in range(10) if i not in (3, 4))
     assert [r["request_id"] for r in h.out.retries] == ["req-4"]
-    assert next(iter(h.batches.values()))["state"] == EMITTED
+    assert h.records()[0].phase is BatchPhase.EMITTED

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from connector.lanes.ledger import PendingEntry
 from connector.providers.base import BatchState, OutcomeKind
 from tests.lanes.test_deferred_lane import Harness, entry
 
@@ -40,10 +41,9 @@ class DeferredLaneMachine(RuleBasedStateMachine):
     @rule(text=st.sampled_from(TEXTS), count=st.integers(1, 3))
     def arrive(self, text, count):
         for _ in range(count):
-            e = entry(self.next_id, text=f"{text}")
-            e = dict(e, rid=f"r{self.next_id}", req=dict(e["req"], request_id=f"r{self.next_id}"))
+            e = entry(self.next_id, text=f"{text}", rid=f"r{self.next_id}")
             self.next_id += 1
-            self.sent[e["rid"]] = e
+            self.sent[e.request_id] = e
             self.run(self.h.lane.on_request(e, 0))
 
     @precondition(lambda self: self.sent)
@@ -55,8 +55,7 @@ class DeferredLaneMachine(RuleBasedStateMachine):
     def _feed_retries(self):
         while self.h.out.retries:
             req = self.h.out.retries.pop(0)
-            e = entry(0, attempt=req["attempt"], rid=req["request_id"], text=req["body"])
-            e = dict(e, req=req, size=len(req["body"]))
+            e = PendingEntry.of_request(req, ("inference.deferred", 0, 0))
             self.run(self.h.lane.on_request(e, 0))
 
     @rule(seconds=st.sampled_from([0.5, 2, 5]))
@@ -102,7 +101,7 @@ class DeferredLaneMachine(RuleBasedStateMachine):
         failures = {f["request_id"] for f in self.h.out.failures}
         assert results | failures == set(self.sent)
         assert not results & failures
-        assert all(self.sent[rid]["req"]["body"] == '{"text": "ok"}' for rid in results - failures)
+        assert all(self.sent[rid].request["body"] == '{"text": "ok"}' for rid in results - failures)
 
 
 class CompletingMachine(DeferredLaneMachine):

@@ -1,0 +1,325 @@
+"""The deferred lane's durable records: what the ``pending`` and ``batches`` tables hold.
+
+Both tables are changelog-backed Faust tables whose values are JSON objects. This module is
+the only place that knows their layout: typed records with readable names, one
+``to_json``/``from_json`` pair each, and :class:`Ledger`, a typed view of the two tables.
+Records written by earlier versions (short keys such as ``rid``, ``p``, ``req``) are
+migrated when read.
+
+``pending``  request_id → :class:`PendingEntry`, one per request: QUEUED → BATCHED → DONE.
+``batches``  batch_id → :class:`BatchRecord`: INTENT → SUBMITTED → ENDED → EMITTED (or
+             FAILED / EXPIRED / CANCELLED before EMITTED).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, MutableMapping
+from dataclasses import dataclass, field, fields, replace
+from enum import StrEnum
+from typing import Any
+
+from connector.model import BatchKey
+from connector.providers.base import BatchHandle, BatchState
+
+Source = tuple[str, int, int]  # topic, partition, offset of the input record
+
+
+class EntryState(StrEnum):
+    """Where one request stands in the deferred lane."""
+
+    QUEUED = "queued"  # waiting for its batch to close
+    BATCHED = "batched"  # member of a batch in INTENT or later
+    DONE = "done"  # its outcome was delivered (result, retry, dead letter or escalation)
+
+
+class BatchPhase(StrEnum):
+    """The state of one connector batch."""
+
+    INTENT = "INTENT"  # closed and durable; the provider may or may not have it yet
+    SUBMITTED = "SUBMITTED"  # the provider accepted it; polling
+    ENDED = "ENDED"  # the provider finished it; results readable
+    FAILED = "FAILED"  # refused or failed as a whole; no results
+    EXPIRED = "EXPIRED"  # hit the provider's window; partial results
+    CANCELLED = "CANCELLED"  # cancelled (stuck); partial results
+    EMITTED = "EMITTED"  # every member has its outcome
+
+    @property
+    def has_ended(self) -> bool:
+        """The provider is done with the batch: what is left is emitting its outcomes."""
+        return self in _ENDED_PHASES
+
+    @classmethod
+    def after_provider(cls, state: BatchState) -> BatchPhase:
+        """The phase a batch enters when the provider reports the final ``state``."""
+        return _PHASE_OF_FINAL_STATE[state]
+
+
+_ENDED_PHASES = frozenset({BatchPhase.ENDED, BatchPhase.FAILED, BatchPhase.EXPIRED, BatchPhase.CANCELLED})
+_PHASE_OF_FINAL_STATE = {
+    BatchState.ENDED: BatchPhase.ENDED,
+    BatchState.FAILED: BatchPhase.FAILED,
+    BatchState.EXPIRED: BatchPhase.EXPIRED,
+    BatchState.CANCELLED: BatchPhase.CANCELLED,
+}
+
+# Short keys of the first changelog format → today's names.
+_ENTRY_ALIASES = {
+    "rid": "request_id",
+    "key": "batch_key",
+    "req": "request",
+    "src": "source",
+    "p": "partition",
+    "at": "changed_at",
+    "batch": "batch_id",
+    "cid": "custom_id",
+    "how": "outcome",
+}
+_BATCH_ALIASES = {
+    "id": "batch_id",
+    "key": "batch_key",
+    "p": "partition",
+    "state": "phase",
+    "reason": "close_reason",
+}
+
+
+def _migrated(raw: dict[str, Any], aliases: dict[str, str]) -> dict[str, Any]:
+    return {aliases.get(k, k): v for k, v in raw.items()}
+
+
+@dataclass(slots=True)
+class PendingEntry:
+    """One request in the deferred lane; the ``pending`` table holds one per request id."""
+
+    request_id: str
+    attempt: int
+    batch_key: BatchKey
+    size: int  # serialised body bytes
+    deadline: int | None = None  # epoch ms
+    source: Source | None = None
+    request: dict[str, Any] | None = None  # the decoded request; dropped once DONE
+    partition: int = -1  # the work partition that owns it
+    state: EntryState = EntryState.QUEUED
+    changed_at: int = 0  # arrival while QUEUED/BATCHED, completion once DONE
+    batch_id: str | None = None
+    custom_id: str | None = None
+    outcome: str | None = None  # how it ended: result, retried, deadletter, escalated
+
+    @classmethod
+    def of_request(cls, request: dict[str, Any], source: Source | None, shards_per_key: int = 1) -> PendingEntry:
+        """The entry intake builds for a valid request."""
+        return cls(
+            request_id=request["request_id"],
+            attempt=int(request.get("attempt") or 1),
+            batch_key=BatchKey.of(request, shards_per_key),
+            size=len(request["body"].encode("utf-8", "surrogatepass")),
+            deadline=request.get("deadline"),
+            source=source,
+            request=request,
+        )
+
+    def queued(self, partition: int, now: int) -> PendingEntry:
+        """This entry as admitted to ``partition`` at ``now``."""
+        return replace(self, partition=partition, state=EntryState.QUEUED, changed_at=now)
+
+    def batched(self, batch_id: str, custom_id: str) -> PendingEntry:
+        """This entry as a member of ``batch_id`` under ``custom_id``."""
+        return replace(self, state=EntryState.BATCHED, batch_id=batch_id, custom_id=custom_id)
+
+    def done(self, outcome: str, now: int) -> PendingEntry:
+        """The small marker that remains once the request has its outcome."""
+        return PendingEntry(
+            request_id=self.request_id,
+            attempt=self.attempt,
+            batch_key=self.batch_key,
+            size=0,
+            partition=self.partition,
+            state=EntryState.DONE,
+            changed_at=now,
+            outcome=outcome,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The table value."""
+        value: dict[str, Any] = {
+            "request_id": self.request_id,
+            "attempt": self.attempt,
+            "batch_key": str(self.batch_key),
+            "partition": self.partition,
+            "state": self.state.value,
+            "changed_at": self.changed_at,
+        }
+        if self.state is EntryState.DONE:
+            value["outcome"] = self.outcome
+            return value
+        value.update(size=self.size, deadline=self.deadline, request=self.request)
+        value["source"] = list(self.source) if self.source else None
+        if self.state is EntryState.BATCHED:
+            value.update(batch_id=self.batch_id, custom_id=self.custom_id)
+        return value
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> PendingEntry:
+        """A table value (either changelog format) as an entry."""
+        v = _migrated(raw, _ENTRY_ALIASES)
+        source = v.get("source")
+        return cls(
+            request_id=v["request_id"],
+            attempt=int(v.get("attempt") or 1),
+            batch_key=BatchKey.parse(v["batch_key"]),
+            size=int(v.get("size") or 0),
+            deadline=v.get("deadline"),
+            source=(source[0], int(source[1]), int(source[2])) if source else None,
+            request=v.get("request"),
+            partition=int(v.get("partition", -1)),
+            state=EntryState(v.get("state", EntryState.QUEUED)),
+            changed_at=int(v.get("changed_at") or 0),
+            batch_id=v.get("batch_id"),
+            custom_id=v.get("custom_id"),
+            outcome=v.get("outcome"),
+        )
+
+
+def handle_to_json(handle: BatchHandle) -> dict[str, Any]:
+    """A provider batch handle as stored in a batch record."""
+    return {
+        "provider": handle.provider,
+        "batch_id": handle.batch_id,
+        "tag": handle.tag,
+        "created_at": handle.created_at,
+        "extra": dict(handle.extra),
+    }
+
+
+def handle_from_json(raw: dict[str, Any]) -> BatchHandle:
+    """A stored handle back as the provider's type."""
+    return BatchHandle(raw["provider"], raw["batch_id"], raw["tag"], raw.get("created_at"), dict(raw.get("extra") or {}))
+
+
+@dataclass(slots=True)
+class BatchRecord:
+    """One connector batch; the ``batches`` table holds one per batch id."""
+
+    batch_id: str
+    batch_key: BatchKey
+    partition: int
+    phase: BatchPhase
+    count: int
+    bytes: int
+    close_reason: str
+    opened_at: int  # arrival of its oldest request
+    closed_at: int
+    intent_at: int | None = None  # when the current tag went to INTENT (quota resubmits)
+    tag: str | None = None  # the provider-side tag; the batch id unless resubmitted
+    handle: BatchHandle | None = None
+    quota_retries: int = 0
+    submitted_at: int | None = None
+    ended_at: int | None = None
+    emitted_at: int | None = None
+    provider_state: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    succeeded: int | None = None
+    failed: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # fields of newer versions, kept as read
+
+    @property
+    def provider(self) -> str:
+        """The provider name of the batch key."""
+        return self.batch_key.provider
+
+    @property
+    def current_tag(self) -> str:
+        """The tag the provider batch carries (or will)."""
+        return self.tag or self.batch_id
+
+    def to_json(self) -> dict[str, Any]:
+        """The table value."""
+        value: dict[str, Any] = dict(self.extra)
+        for f in fields(self):
+            if f.name != "extra":
+                value[f.name] = getattr(self, f.name)
+        value["batch_key"] = str(self.batch_key)
+        value["phase"] = self.phase.value
+        value["handle"] = handle_to_json(self.handle) if self.handle else None
+        # Read by dashboards and by earlier versions' status tools.
+        value.update(provider=self.provider, model=self.batch_key.model, endpoint=self.batch_key.endpoint)
+        return value
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> BatchRecord:
+        """A table value (either changelog format) as a record."""
+        v = _migrated(raw, _BATCH_ALIASES)
+        known = {f.name for f in fields(cls)} - {"extra"}
+        args = {k: v[k] for k in known if k in v}
+        args["batch_key"] = BatchKey.parse(v["batch_key"])
+        args["phase"] = BatchPhase(v["phase"])
+        args["handle"] = handle_from_json(v["handle"]) if v.get("handle") else None
+        extra = {k: x for k, x in v.items() if k not in known and k not in ("provider", "model", "endpoint")}
+        return cls(**args, extra=extra)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkEvent:
+    """A record of the internal work topic: one admitted request, or a tick."""
+
+    entry: PendingEntry | None = None  # None: a tick
+
+    def to_json(self) -> dict[str, Any]:
+        """The work topic's JSON value."""
+        if self.entry is None:
+            return {"t": "tick"}
+        return {"t": "req", "entry": self.entry.to_json()}
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> WorkEvent:
+        """A work topic value as an event."""
+        if raw.get("t") == "req":
+            return cls(PendingEntry.from_json(raw["entry"]))
+        return cls()
+
+
+class Ledger:
+    """Typed access to the ``pending`` and ``batches`` tables (any mutable mapping)."""
+
+    def __init__(self, pending: MutableMapping[str, Any], batches: MutableMapping[str, Any]) -> None:
+        self.pending = pending
+        self.batches = batches
+
+    def entry(self, request_id: str) -> PendingEntry | None:
+        """The entry of ``request_id``, if the table has one."""
+        raw = self.pending.get(request_id)
+        return PendingEntry.from_json(raw) if raw else None
+
+    def put_entry(self, entry: PendingEntry) -> None:
+        """Write (replace) the entry of its request id."""
+        self.pending[entry.request_id] = entry.to_json()
+
+    def drop_entry(self, request_id: str) -> None:
+        """Remove an entry (its done marker outlived the de-duplication window)."""
+        del self.pending[request_id]
+
+    def entries(self) -> Iterator[PendingEntry]:
+        """Every entry in the table."""
+        for raw in list(self.pending.values()):
+            if raw:
+                yield PendingEntry.from_json(raw)
+
+    def batch(self, batch_id: str) -> BatchRecord | None:
+        """The record of ``batch_id``, if the table has one."""
+        raw = self.batches.get(batch_id)
+        return BatchRecord.from_json(raw) if raw else None
+
+    def put_batch(self, batch: BatchRecord) -> None:
+        """Write (replace) a batch record."""
+        self.batches[batch.batch_id] = batch.to_json()
+
+    def drop_batch(self, batch_id: str) -> None:
+        """Remove an emitted batch's record once replays can no longer need it."""
+        del self.batches[batch_id]
+
+    def all_batches(self) -> Iterator[BatchRecord]:
+        """Every batch record in the table."""
+        for raw in list(self.batches.values()):
+            if raw:
+                yield BatchRecord.from_json(raw)
