@@ -23,10 +23,10 @@ import faust
 from connector import metrics
 from connector.config import Settings
 from connector.errors import ConfigError
-from connector.lanes.agents import Intake, WorkLoop
+from connector.lanes.agents import InputThrottle, Intake, WorkLoop
 from connector.lanes.deferred import DeferredLane, now_ms
 from connector.lanes.ledger import WorkEvent
-from connector.lanes.outputs import Outputs
+from connector.lanes.outputs import RECORD_OVERHEAD_BYTES, Outputs
 from connector.lanes.realtime import RealtimeLane
 from connector.lanes.webhooks import WebhookReceiver
 from connector.lanes.webhooks import serve as serve_webhooks
@@ -35,6 +35,9 @@ from connector.providers.registry import build_providers
 from connector.serde import build_codec
 
 log = logging.getLogger(__name__)
+
+# Intake forwards what arrived within this long as one bundle per work partition.
+INTAKE_LINGER_S = 0.05
 
 
 def _credentials(settings: Settings) -> Any:
@@ -83,19 +86,21 @@ def _faust_app(settings: Settings) -> faust.App:
         web_enabled=False,
         datadir=datadir,
         producer_acks=-1,
+        producer_max_request_size=settings.kafka.max_request_size,
         stream_buffer_maxsize=settings.stream_buffer,
         broker_max_poll_records=settings.stream_buffer,
         **({"producer_max_batch_size": 1} if settings.kafka.single_record_batches else {}),
     )
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -> faust.App:
     """The worker's Faust app: both lanes wired to their topics, tables and timer."""
     app = _faust_app(settings)
     codec = build_codec(settings)
     providers = build_providers(settings)
     prices = PriceTable.load(settings.prices_file)
-    outputs = Outputs(app, settings, codec)
+    outputs = Outputs(app, settings, codec, topic_limits)
+    internal = {"max.message.bytes": settings.kafka.max_request_size}
 
     deferred_in = app.topic(settings.topics.deferred, key_serializer="raw", value_serializer="raw")
     realtime_in = app.topic(settings.topics.realtime, key_serializer="raw", value_serializer="raw")
@@ -105,9 +110,11 @@ def create_app(settings: Settings) -> faust.App:
         internal=True,
         key_serializer="raw",
         value_serializer="json",
+        config=internal,
     )
-    pending = app.Table("pending", default=None, partitions=settings.partitions)
-    batches = app.Table("batches", default=None, partitions=settings.partitions)
+    tables = {"default": None, "partitions": settings.partitions, "extra_topic_configs": internal}
+    pending = app.Table("pending", **tables)
+    batches = app.Table("batches", **tables)
 
     deferred = DeferredLane(settings, providers, outputs, prices, pending, batches, flush=app.producer.flush)
     realtime = RealtimeLane(settings, providers, outputs, prices, clock=now_ms)
@@ -117,15 +124,24 @@ def create_app(settings: Settings) -> faust.App:
         deferred,
         realtime,
         work,
+        partitions=settings.partitions,
         reply_allowlist=frozenset(settings.reply_topic_allowlist),
         max_body={name: p.limits.max_bytes for name, p in providers.items()},
         shards_per_key=settings.batching.shards_per_key,
+        work_limit=settings.kafka.max_request_size - RECORD_OVERHEAD_BYTES,
     )
-    work_loop = WorkLoop(deferred)
+    throttle = InputThrottle(app, settings.topics.deferred, deferred.has_room)
+
+    async def nudge(partition: int) -> None:
+        await work.send(key=None, value=WorkEvent().to_json(), partition=partition)
+
+    work_loop = WorkLoop(deferred, nudge)
 
     @app.agent(deferred_in, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        await intake.deferred_stream(stream.events())
+        async for events in stream.take_events(settings.stream_buffer, within=INTAKE_LINGER_S):
+            await intake.forward(events)
+            throttle.check()
 
     @app.agent(work, name="work")
     async def work_agent(stream: faust.StreamT) -> None:
@@ -138,9 +154,10 @@ def create_app(settings: Settings) -> faust.App:
     @app.timer(interval=settings.tick_interval_s)
     async def tick() -> None:
         # Every worker ticks the work partitions it owns: no leader to lose.
+        throttle.check()
         for tp in app.assignor.assigned_actives():
             if tp.topic == work.get_topic_name():
-                await work.send(key=None, value=WorkEvent().to_json(), partition=tp.partition)
+                await nudge(tp.partition)
 
     if settings.webhook_port:
         _serve_webhooks(app, settings, deferred)
@@ -148,10 +165,12 @@ def create_app(settings: Settings) -> faust.App:
     @app.on_partitions_revoked.connect
     async def on_revoked(app_: faust.App, revoked: Any, **kwargs: Any) -> None:
         deferred.reset()
+        throttle.forget()
 
     @app.on_partitions_assigned.connect
     async def on_assigned(app_: faust.App, assigned: Any, **kwargs: Any) -> None:
         deferred.reset()
+        throttle.forget()
         intake.resumed.clear()
         owned = sorted(tp.partition for tp in assigned if tp.topic == work.get_topic_name())
         log.info("assigned work partitions %s", owned)

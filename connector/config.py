@@ -24,6 +24,9 @@ class KafkaSettings(BaseModel):
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     client_id: str = "batchbridge"
+    # The producer's largest request. It must be at least the largest max.message.bytes of
+    # the topics in topics/ (5 MiB for the dead-letter topic) plus room for framing.
+    max_request_size: int = Field(5 * 1024 * 1024 + 64 * 1024, ge=1024 * 1024)
     # tansu (the embedded broker) reports a partition's end offset as the base offset of
     # its last record batch + 1, so Faust's changelog recovery stops short of multi-record
     # batches. One record per batch keeps end offsets exact. None = on for tansu only.
@@ -85,6 +88,7 @@ class BatchingSettings(BaseModel):
     max_quota_retries: int = Field(6, ge=0)  # then its requests follow the retry rules
     systemic_failure_ratio: float = Field(0.5, gt=0, le=1)  # alert when this share of a batch fails
     systemic_min_requests: int = Field(10, ge=1)  # … in batches at least this large
+    max_batch_failures: int = Field(5, ge=1)  # unexpected errors in a row before a batch's requests are retried
 
 
 class Settings(BaseSettings):
@@ -117,6 +121,7 @@ class Settings(BaseSettings):
     realtime_concurrency: int = Field(8, ge=1)
     realtime_timeout_s: float = Field(60.0, gt=0)
     max_pending_requests: int = Field(100_000, ge=1)  # per worker, queued + in flight: bounds memory
+    emit_chunk: int = Field(5000, ge=1)  # outcomes emitted per step before other work gets a turn
     stream_buffer: int = Field(500, ge=1)  # events prefetched per partition (Faust stream_buffer_maxsize)
     dedupe_window_s: float = Field(3600.0, ge=0)  # remember finished request ids this long
     batch_timeout_s: float = Field(25 * 3600.0, gt=0)  # cancel a batch still running after this

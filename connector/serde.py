@@ -114,7 +114,10 @@ class JsonCodec:
         problem = self._validate(schema, full)
         if problem:
             raise EncodeError(f"{schema} record does not fit its schema: {problem}")
-        return json.dumps(full, default=_json_default, separators=(",", ":"), ensure_ascii=False).encode()
+        try:
+            return json.dumps(full, default=_json_default, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError as exc:
+            raise EncodeError(f"{schema} record holds text that is not valid Unicode: {exc}") from exc
 
     def decode(self, schema: str, data: bytes | None, topic: str) -> dict[str, Any]:
         raw = _check_present(data, schema)
@@ -122,6 +125,8 @@ class JsonCodec:
             record = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise DecodeError(f"not valid JSON: {exc}", raw, schema=schema) from exc
+        except RecursionError as exc:
+            raise DecodeError("JSON nested too deeply to decode", raw, schema=schema) from exc
         if not isinstance(record, dict):
             raise DecodeError(f"JSON {schema} must be an object, got {type(record).__name__}", raw, schema=schema)
         for name in _bytes_fields(schema):

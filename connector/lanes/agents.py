@@ -1,14 +1,24 @@
 """The bodies of the worker's Faust agents; ``connector.app`` only wires them to topics.
 
 ``Intake`` reads both input topics, dead-letters what cannot enter a lane and forwards
-valid deferred requests to the work topic, re-keyed by batch key. ``WorkLoop`` runs the
-deferred lane on the work topic's events (requests and ticks).
+valid deferred requests to the work topic, bundled per work partition of their batch key.
+``WorkLoop`` runs the deferred lane on the work topic's events (requests and ticks).
+``InputThrottle`` is the back-pressure: it pauses the input partitions while the worker
+is full, so no event is ever held waiting for room (which would stall rebalances and the
+ticks queued behind it).
+
+No record can crash an agent: every exception while admitting or handling one record
+becomes that record's dead letter, and sending it is retried until the broker takes it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
-from collections.abc import AsyncIterator
+import zlib
+from collections import defaultdict
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from connector import metrics
@@ -16,20 +26,61 @@ from connector.lanes import records
 from connector.lanes.deferred import DeferredLane, now_ms
 from connector.lanes.intake import Rejected, admit
 from connector.lanes.ledger import PendingEntry, Source, WorkEvent
-from connector.lanes.outputs import Outputs
+from connector.lanes.outputs import Outputs, settle
 from connector.lanes.realtime import RealtimeLane
+from connector.model import BatchKey
 from connector.serde import Codec
 
 log = logging.getLogger(__name__)
+
+# Sends the broker did not acknowledge are tried again after this long (doubling, capped).
+RESEND_INITIAL_S = 0.5
+RESEND_MAX_S = 30.0
 
 
 class _Sender(Protocol):
     async def send(self, *, key: Any = None, value: Any = None, partition: int | None = None) -> Any: ...
 
 
+def work_partition(key: BatchKey, partitions: int) -> int:
+    """The work partition of a batch key: stable across processes and restarts."""
+    return zlib.crc32(str(key).encode("utf-8", "surrogatepass")) % partitions
+
+
 def _source(event: Any) -> Source:
     msg = event.message
     return (msg.topic, msg.partition, msg.offset)
+
+
+async def deliver_all(sends: Sequence[Callable[[], Awaitable[Awaitable[Any]]]], what: str) -> None:
+    """Send each record and wait until the broker acknowledged all of them.
+
+    A send that fails is repeated with backoff until it succeeds: the input offsets behind
+    these records are committed only after this returns, so giving up would lose them.
+    """
+    todo = list(sends)
+    delay = RESEND_INITIAL_S
+    while todo:
+        deliveries = []
+        for send in todo:
+            try:
+                deliveries.append(await send())
+            except Exception as exc:  # noqa: BLE001 - treated like a failed delivery
+                deliveries.append(_failed(exc))
+        errors = await settle(deliveries)
+        failed = [send for send, error in zip(todo, errors, strict=True) if error is not None]
+        if failed:
+            first = next(e for e in errors if e is not None)
+            log.warning("%d %s not delivered (%s); sending again in %.1fs", len(failed), what, records.exception_message(first), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESEND_MAX_S)
+        todo = failed
+
+
+def _failed(exc: BaseException) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
 
 
 class Intake:
@@ -42,23 +93,29 @@ class Intake:
         deferred: DeferredLane,
         realtime: RealtimeLane,
         work: _Sender,
+        *,
+        partitions: int,
         reply_allowlist: frozenset[str],
         max_body: dict[str, int],
         shards_per_key: int,
+        work_limit: int,
     ) -> None:
         self.codec = codec
         self.out = outputs
         self.deferred = deferred
         self.realtime = realtime
         self.work = work
+        self.partitions = partitions
         self.allow = reply_allowlist
         self.max_body = max_body
         self.shards = shards_per_key
+        self.work_limit = work_limit  # bytes of one work topic record
         self.resumed: set[int] = set()  # input partitions read since the last assignment
 
-    async def reject(self, rejected: Rejected, source: Source) -> None:
-        """Dead-letter one input record with the reason it cannot enter a lane."""
+    def rejection(self, rejected: Rejected, source: Source) -> Callable[[], Awaitable[Awaitable[Any]]]:
+        """The send of one input record's dead letter."""
         log.warning("dead-lettering %s from %s/%d@%d: %s", rejected.error_class, *source, rejected.message)
+        metrics.FAILURES.labels(rejected.error_class).inc()
         failure = records.failure_record(
             error_class=rejected.error_class,
             message=rejected.message,
@@ -67,54 +124,134 @@ class Intake:
             raw_value=rejected.raw,
             source=source,
         )
-        await self.out.failure(failure)
-        metrics.FAILURES.labels(rejected.error_class).inc()
+        return lambda: self.out.failure(failure)
 
-    async def deferred_stream(self, events: AsyncIterator[Any]) -> None:
-        """The ``ingest`` agent: inference.deferred → work topic."""
-        async for event in events:
+    def _entry(self, value: Any, source: Source) -> PendingEntry | Rejected:
+        request = admit(self.codec, value, source[0], self.allow, self.max_body)
+        if isinstance(request, Rejected):
+            return request
+        try:
+            entry = PendingEntry.of_request(request, source, self.shards)
+            size = len(json.dumps(entry.to_json()))
+        except Exception as exc:  # noqa: BLE001 - one record's problem, not the agent's
+            return Rejected(records.INTERNAL_ERROR, records.exception_message(exc), request, None)
+        if size > self.work_limit:
+            message = f"request takes {size} bytes in the connector's state; at most {self.work_limit}"
+            return Rejected(records.OVERSIZE, message, request, None)
+        return entry
+
+    async def deferred_stream(self, batches: AsyncIterable[Sequence[Any]]) -> None:
+        """The ``ingest`` agent: inference.deferred → work topic, one bundle per work partition."""
+        async for events in batches:
+            await self.forward(events)
+
+    async def forward(self, events: Sequence[Any]) -> None:
+        """Admit a buffer of input events and deliver everything they became."""
+        bundles: dict[int, list[PendingEntry]] = defaultdict(list)
+        sends: list[Callable[[], Awaitable[Awaitable[Any]]]] = []
+        for event in events:
             source = _source(event)
             if source[1] not in self.resumed:
                 self.resumed.add(source[1])
                 log.info("intake: reading %s[%d] from offset %d", *source)
-            request = admit(self.codec, event.value, source[0], self.allow, self.max_body)
-            if isinstance(request, Rejected):
-                await self.reject(request, source)
-                continue
-            await self.deferred.wait_for_room()
-            entry = PendingEntry.of_request(request, source, self.shards)
-            await self.work.send(key=str(entry.batch_key).encode(), value=WorkEvent(entry).to_json())
+            entry = self._entry(event.value, source)
+            if isinstance(entry, Rejected):
+                sends.append(self.rejection(entry, source))
+            else:
+                bundles[work_partition(entry.batch_key, self.partitions)].append(entry)
+        for partition, entries in bundles.items():
+            for chunk in _chunks(entries, self.work_limit):
+                value = WorkEvent(tuple(chunk)).to_json()
+                sends.append(lambda v=value, p=partition: self.work.send(key=None, value=v, partition=p))
+        await deliver_all(sends, "input records")
 
-    async def realtime_stream(self, events: AsyncIterator[Any]) -> None:
+    async def realtime_stream(self, events: AsyncIterable[Any]) -> None:
         """The ``realtime`` agent: inference.realtime → synchronous calls → results."""
         async for event in events:
             source = _source(event)
             request = admit(self.codec, event.value, source[0], self.allow, {})
             if isinstance(request, Rejected):
-                await self.reject(request, source)
+                await deliver_all([self.rejection(request, source)], "dead letters")
                 continue
             metrics.REQUESTS_IN.labels("realtime").inc()
-            await self.realtime.handle(request, source)
+            try:
+                await self.realtime.handle(request, source)
+            except Exception as exc:  # noqa: BLE001 - this request's problem, not the agent's
+                log.exception("realtime %s failed", request.get("request_id"))
+                rejected = Rejected(records.INTERNAL_ERROR, records.exception_message(exc), request, None)
+                await deliver_all([self.rejection(rejected, source)], "dead letters")
+
+
+def _chunks(entries: list[PendingEntry], limit: int) -> list[list[PendingEntry]]:
+    """Bundles of entries whose JSON stays within ``limit`` bytes (each entry fits alone)."""
+    chunks: list[list[PendingEntry]] = [[]]
+    size = 0
+    for entry in entries:
+        entry_size = len(json.dumps(entry.to_json())) + 2
+        if chunks[-1] and size + entry_size > limit:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(entry)
+        size += entry_size
+    return chunks
 
 
 class WorkLoop:
     """The ``work`` agent: one partition's requests and ticks, in order."""
 
-    def __init__(self, deferred: DeferredLane) -> None:
+    def __init__(self, deferred: DeferredLane, nudge: Callable[[int], Awaitable[Any]]) -> None:
         self.deferred = deferred
+        self._nudge = nudge  # send this partition another tick at once
 
-    async def run(self, events: AsyncIterator[Any]) -> None:
+    async def run(self, events: AsyncIterable[Any]) -> None:
         """Process work topic events until the stream ends."""
         async for event in events:
             partition = event.message.partition
-            work = WorkEvent.from_json(event.value)
             try:
-                if work.entry is not None:
-                    await self.deferred.make_room(partition)
-                    await self.deferred.on_request(work.entry, partition)
-                else:
-                    await self.deferred.on_tick(partition)
-            except Exception:
-                # A bug must not stall the partition forever; the state is in the tables
-                # and the next tick picks the work up again.
+                await self.handle(WorkEvent.from_json(event.value), partition)
+            except Exception:  # noqa: BLE001 - the state is in the tables; the next tick goes on
                 log.exception("work partition %d: event failed", partition)
+
+    async def handle(self, work: WorkEvent, partition: int) -> None:
+        """One work event: admit its requests, or do the partition's periodic work."""
+        if work.is_tick:
+            if await self.deferred.on_tick(partition):
+                await self._nudge(partition)  # an emission is under way: continue right after
+            return
+        for entry in work.entries:
+            try:
+                await self.deferred.on_request(entry, partition)
+            except Exception as exc:  # noqa: BLE001 - one request must not stop the bundle
+                log.exception("work partition %d: admitting %s failed", partition, entry.request_id)
+                await self.deferred.reject(entry, partition, exc)
+
+
+class InputThrottle:
+    """Back-pressure: pause the input partitions while the worker is full, resume when it is not."""
+
+    def __init__(self, app: Any, topic: str, has_room: Callable[[], bool]) -> None:
+        self.app = app
+        self.topic = topic
+        self.has_room = has_room
+        self.paused: set[Any] = set()
+
+    def forget(self) -> None:
+        """A rebalance: Faust pauses and resumes the new assignment itself."""
+        self.paused.clear()
+
+    def check(self) -> None:
+        """Pause or resume the input partitions this worker reads, as its room says."""
+        if self.app.rebalancing or self.app.in_recovery:
+            return  # Faust owns pausing until recovery ends
+        consumer = self.app.consumer
+        if self.has_room():
+            if self.paused:
+                consumer.resume_partitions(self.paused)
+                log.info("room again: resumed %d input partitions", len(self.paused))
+                self.paused.clear()
+            return
+        mine = {tp for tp in consumer.assignment() if tp.topic == self.topic} - self.paused
+        if mine:
+            consumer.pause_partitions(mine)
+            self.paused |= mine
+            log.info("worker full: paused %d input partitions until requests finish", len(mine))

@@ -1,18 +1,26 @@
 """The batch state machine: INTENT → SUBMITTED → ENDED → EMITTED, one provider call at a time.
 
-A batch is durable in INTENT before any provider call. Whoever drives it after a restart
-or a rebalance first asks the provider whether an earlier attempt got through (``find``)
-and only then submits. Polling backs off exponentially with jitter; a webhook can bring
-the next poll forward. Emission streams the results and marks each request done.
+A batch is durable in INTENT before any provider call. Whoever drives it after a restart,
+a rebalance or a failed call first asks the provider whether an earlier attempt got
+through (``find``) and only then submits. Polling backs off exponentially with jitter; a
+webhook can bring the next poll forward. Emission streams the results a chunk per step
+and marks each request done once its outcome is acknowledged.
+
+Every step of every batch is isolated: whatever one batch raises, the others go on. A
+batch whose steps keep failing backs off, and after ``max_batch_failures`` its requests
+follow the retry rules with class ``internal_error``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import random
+import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +28,19 @@ from connector import metrics
 from connector.config import Settings
 from connector.lanes import records
 from connector.lanes.assembly import Close, Queued
-from connector.lanes.delivery import Delivery
+from connector.lanes.delivery import Delivery, DeliveryFailed, Sent
 from connector.lanes.index import PartitionIndex
 from connector.lanes.ledger import BatchPhase, BatchRecord, EntryState, Ledger, PendingEntry
 from connector.lanes.outputs import Outputs
 from connector.model import BatchKey
-from connector.providers.base import BatchItem, BatchState, Provider, ProviderLimits
+from connector.providers.base import (
+    BatchItem,
+    BatchState,
+    BatchStatus,
+    Outcome,
+    Provider,
+    ProviderLimits,
+)
 from connector.providers.exceptions import BatchNotFound, BatchRejected, ProviderError
 from connector.providers.ids import assign_custom_ids
 from connector.providers.split import split_batches
@@ -34,6 +49,10 @@ log = logging.getLogger(__name__)
 
 # Batch-level errors that say "not now" rather than "never": resubmit the same requests later.
 QUOTA_ERRORS = frozenset({"token_limit_exceeded", "rate_limit_exceeded", "RESOURCE_EXHAUSTED", "rate_limit_error"})
+# A batch the provider no longer knows is treated as lost only after this many 404s in a row.
+NOT_FOUND_POLLS = 3
+# One emission step stops after this long, so other batches and partitions get their turn.
+EMIT_STEP_S = 0.5
 
 
 @dataclass
@@ -63,6 +82,16 @@ class _Sized:
         return self.ref.size
 
 
+@dataclass
+class _Emission:
+    """An ended batch's result stream, read a chunk per step (it survives between ticks)."""
+
+    stream: AsyncIterator[Outcome]
+    succeeded: int = 0
+    failed: int = 0
+    exhausted: bool = False
+
+
 class BatchMachine:
     """Opens batches from closes and drives each one through its phases."""
 
@@ -85,21 +114,36 @@ class BatchMachine:
         self._flush = flush
         self.clock = clock
         self._backoff: dict[str, Backoff] = {}
-        self._fresh: set[str] = set()  # intents created by this process, never sent yet
+        self._fresh: set[str] = set()  # intents of this process that no submit attempt has left yet
         self._cancel_sent: set[str] = set()
+        self._not_found: dict[str, int] = {}
+        self._emissions: dict[str, _Emission] = {}
+
+    def reset(self) -> None:
+        """Forget what this process knew about its batches (partitions were revoked or reassigned).
+
+        Another worker may have driven them meanwhile: nothing may be assumed fresh.
+        """
+        self._fresh.clear()
+        self._not_found.clear()
+        for emission in self._emissions.values():
+            _close_quietly(emission.stream)
+        self._emissions.clear()
 
     # ---------------------------------------------------------------- opening
     async def open(self, index: PartitionIndex, partition: int, key: BatchKey, close: Close, limits: ProviderLimits) -> None:
         """Turn a close into batches: the provider's own rules (envelopes included) have the last word."""
         queue = index.queued[key]
         split = split_batches([_Sized(key.model, key.endpoint, queue[rid]) for rid in close.request_ids], limits)
+        rejected = []
         for rejection in split.rejected:
             entry = self.ledger.entry(rejection.request.ref.request_id)
             assert entry is not None
-            await self.delivery.fail(index, None, entry, records.OVERSIZE, None, rejection.reason)
+            rejected.append(await self.delivery.fail(None, entry, records.OVERSIZE, None, rejection.reason))
         for sized in split.batches:
             ids = tuple(s.ref.request_id for s in sized)
             self._open_one(index, partition, key, Close(ids, close.reason, sum(s.size_bytes for s in sized)))
+        await self.delivery.settle(index, rejected)
 
     def _open_one(self, index: PartitionIndex, partition: int, key: BatchKey, close: Close) -> None:
         """Queued requests become one batch in INTENT: durable before any provider call."""
@@ -146,37 +190,94 @@ class BatchMachine:
         backoff = self._backoff.setdefault(batch_id, Backoff())
         backoff.push(self.clock(), self.settings.poll_initial_s, self.settings.poll_max_s, hint_s)
 
-    async def drive(self, index: PartitionIndex, batch: BatchRecord) -> None:
-        """One step for a batch whose next call is due: submit, poll or emit."""
+    async def drive(self, index: PartitionIndex, batch: BatchRecord) -> bool:
+        """One step for a batch whose next call is due; True if it has more to do right away.
+
+        Never raises: a failed step backs off, and repeated unexpected failures end the
+        batch through the retry rules.
+        """
         if not self._due(batch.batch_id):
-            return
+            return False
         provider = self.providers[batch.provider]
         try:
-            if batch.phase is BatchPhase.INTENT:
-                await self._submit(index, batch, provider)
-            elif batch.phase is BatchPhase.SUBMITTED:
-                await self._poll(index, batch, provider)
-            else:
-                await self._emit(index, batch, provider)
+            more = await self._step(index, batch, provider)
         except ProviderError as exc:
             metrics.PROVIDER_ERRORS.labels(batch.provider, batch.phase).inc()
             log.warning("batch %s (%s): %s; will retry", batch.batch_id, batch.phase, exc)
+            self._drop_emission(batch.batch_id)
             self._defer(batch.batch_id, getattr(exc, "retry_after", None))
+            return False
+        except DeliveryFailed as exc:
+            log.warning("batch %s (%s): %s", batch.batch_id, batch.phase, exc)
+            self._drop_emission(batch.batch_id)
+            self._defer(batch.batch_id)
+            return False
+        except Exception as exc:  # noqa: BLE001 - one batch's bug must not stop the others
+            await self._step_failed(index, batch, exc)
+            return False
+        if batch.failures and batch.batch_id in index.batches:
+            batch.failures, batch.last_error = 0, None
+            self.ledger.put_batch(batch)
+        return more
 
+    async def _step(self, index: PartitionIndex, batch: BatchRecord, provider: Provider) -> bool:
+        if batch.phase is BatchPhase.INTENT:
+            await self._submit(index, batch, provider)
+            return False
+        if batch.phase is BatchPhase.SUBMITTED:
+            return await self._poll(index, batch, provider)
+        return await self._emit(index, batch, provider)
+
+    async def _step_failed(self, index: PartitionIndex, batch: BatchRecord, exc: Exception) -> None:
+        self._drop_emission(batch.batch_id)
+        batch.failures += 1
+        batch.last_error = records.exception_message(exc)
+        log.error("batch %s (%s): step failed (%d of %d): %s", batch.batch_id, batch.phase, batch.failures,
+                  self.cfg.max_batch_failures, batch.last_error, exc_info=exc)
+        metrics.PROVIDER_ERRORS.labels(batch.provider, "internal").inc()
+        with contextlib.suppress(Exception):
+            self.ledger.put_batch(batch)
+        if batch.failures < self.cfg.max_batch_failures:
+            self._defer(batch.batch_id)
+            return
+        try:
+            await self._give_up(index, batch)
+        except Exception as final:  # noqa: BLE001 - the broker may be down: try again later
+            log.error("batch %s: could not end it: %s", batch.batch_id, records.exception_message(final))
+            self._defer(batch.batch_id)
+
+    async def _give_up(self, index: PartitionIndex, batch: BatchRecord) -> None:
+        """End a batch whose steps keep failing: its requests follow the retry rules."""
+        log.error("batch %s: giving up after %d failures; its requests follow the retry rules", batch.batch_id, batch.failures)
+        if batch.handle is not None and not batch.phase.has_ended:
+            with contextlib.suppress(Exception):
+                await self.providers[batch.provider].cancel(batch.handle)  # stop paying for it
+        message = f"the connector could not process this request's batch: {batch.last_error}"
+        await self._retry_members(index, batch, records.INTERNAL_ERROR, None, message)
+        await self.set_phase(index, batch, BatchPhase.EMITTED, emitted_at=self.clock(), error_code="internal_error",
+                             error_message=batch.last_error)
+
+    # ---------------------------------------------------------------- submit
     async def _submit(self, index: PartitionIndex, batch: BatchRecord, provider: Provider) -> None:
         handle = None
         if batch.batch_id not in self._fresh:
             # A previous attempt (maybe by a worker that died) may have reached the provider.
-            since = (batch.intent_at or batch.closed_at) / 1000 - 60
-            handle = await provider.find(batch.current_tag, created_after=since, expected_count=batch.count)
+            since = (batch.attempted_at or batch.intent_at or batch.closed_at) / 1000 - 60
+            handle = await provider.find(
+                batch.current_tag, created_after=since, expected_count=batch.count, custom_ids=index.submitted_ids(batch)
+            )
             if handle is not None and handle.batch_id in self._adopted(index, batch.batch_id):
-                # Anthropic batches carry no tag: never adopt one another batch already owns.
-                handle = None
+                handle = None  # never adopt a provider batch another connector batch owns
             if handle is not None:
                 log.info("batch %s: reconciled with provider batch %s", batch.batch_id, handle.batch_id)
         if handle is None:
             items = self._items(index, batch)
-            # The INTENT record must be on the broker before the provider can hold a batch.
+            if not items:
+                await self.set_phase(index, batch, BatchPhase.EMITTED, emitted_at=self.clock(), succeeded=0, failed=0)
+                return
+            # What this attempt carries, durable before the provider can hold a batch.
+            batch.count, batch.attempted_at = len(items), self.clock()
+            self.ledger.put_batch(batch)
             await self._flush()
             self._fresh.discard(batch.batch_id)
             try:
@@ -204,29 +305,25 @@ class BatchMachine:
             items.append(BatchItem(custom_id=cid, model=req["model"], endpoint=req["endpoint"], body=json.loads(req["body"])))
         return items
 
-    async def _poll(self, index: PartitionIndex, batch: BatchRecord, provider: Provider) -> None:
+    # ---------------------------------------------------------------- poll
+    async def _poll(self, index: PartitionIndex, batch: BatchRecord, provider: Provider) -> bool:
         assert batch.handle is not None
         try:
             status = await provider.poll(batch.handle)
         except BatchNotFound as exc:
+            misses = self._not_found[batch.batch_id] = self._not_found.get(batch.batch_id, 0) + 1
+            if misses < NOT_FOUND_POLLS:
+                raise  # may be transient: poll again after the backoff
             await self.set_phase(index, batch, BatchPhase.FAILED, error_code="not_found", error_message=str(exc))
-            await self._emit(index, batch, provider)
-            return
-        age_s = (self.clock() - (batch.submitted_at or batch.closed_at)) / 1000
+            return True
+        self._not_found.pop(batch.batch_id, None)
         if not status.state.is_final:
-            if age_s > self.settings.batch_timeout_s and batch.batch_id not in self._cancel_sent:
-                log.warning("batch %s stuck in %s for %.0fs: cancelling", batch.batch_id, status.provider_state, age_s)
-                await provider.cancel(batch.handle)
-                self._cancel_sent.add(batch.batch_id)
+            await self._maybe_cancel_stuck(batch, status, provider)
             self._defer(batch.batch_id)
-            return
-        if (
-            status.state is BatchState.FAILED
-            and status.error_code in QUOTA_ERRORS
-            and batch.quota_retries < self.cfg.max_quota_retries
-        ):
+            return False
+        if _quota_failure(status) and batch.quota_retries < self.cfg.max_quota_retries:
             await self._requeue_for_quota(index, batch, status.error_code, status.error_message)
-            return
+            return False
         await self.set_phase(
             index,
             batch,
@@ -238,7 +335,15 @@ class BatchMachine:
             succeeded=status.succeeded,
             failed=status.failed,
         )
-        await self._emit(index, batch, provider)
+        return True
+
+    async def _maybe_cancel_stuck(self, batch: BatchRecord, status: BatchStatus, provider: Provider) -> None:
+        assert batch.handle is not None
+        age_s = (self.clock() - (batch.submitted_at or batch.closed_at)) / 1000
+        if age_s > self.settings.batch_timeout_s and batch.batch_id not in self._cancel_sent:
+            log.warning("batch %s stuck in %s for %.0fs: cancelling", batch.batch_id, status.provider_state, age_s)
+            await provider.cancel(batch.handle)
+            self._cancel_sent.add(batch.batch_id)
 
     async def _requeue_for_quota(self, index: PartitionIndex, batch: BatchRecord, code: str | None, message: str | None) -> None:
         """An enqueued-token quota clears as other batches finish: same requests, new tag, later."""
@@ -252,36 +357,77 @@ class BatchMachine:
             quota_retries=retries,
             handle=None,
             intent_at=self.clock(),
+            attempted_at=None,
             error_code=code,
             error_message=message,
         )
         self._fresh.add(batch.batch_id)  # the new tag has never been sent
         self._backoff[batch.batch_id] = Backoff(due_ms=self.clock() + int(self.cfg.quota_backoff_s * 1000))
 
-    async def _emit(self, index: PartitionIndex, batch: BatchRecord, provider: Provider) -> None:
-        """Stream the results out; each request is marked done as its event is produced."""
-        members = index.members.get(batch.batch_id, {})
-        succeeded = failed = 0
-        if batch.phase is not BatchPhase.FAILED and members:
-            assert batch.handle is not None
-            async for outcome in provider.results(batch.handle):
-                entry = self._member(batch, members, outcome.custom_id)
-                if entry is None:
-                    continue  # already emitted before a restart, escalated, or not ours
-                if await self.delivery.outcome(index, batch, entry, outcome):
-                    succeeded += 1
-                else:
-                    failed += 1
+    # ---------------------------------------------------------------- emit
+    def _drop_emission(self, batch_id: str) -> None:
+        emission = self._emissions.pop(batch_id, None)
+        if emission is not None:
+            _close_quietly(emission.stream)
+
+    async def _emit(self, index: PartitionIndex, batch: BatchRecord, provider: Provider) -> bool:
+        """Emit the next chunk of an ended batch's outcomes; True while more are left."""
+        emission = self._emissions.get(batch.batch_id)
+        if emission is None:
+            if batch.phase is BatchPhase.FAILED or not index.members.get(batch.batch_id) or batch.handle is None:
+                emission = _Emission(_no_outcomes(), exhausted=True)
+            else:
+                emission = _Emission(provider.results(batch.handle))
+            self._emissions[batch.batch_id] = emission
+        if not emission.exhausted:
+            await self._emit_chunk(index, batch, emission)
+            if not emission.exhausted:
+                return True
         # Requests the provider returned nothing for go through the retry rules.
         reason = records.failure_class_for_batch(batch.phase)
         message = batch.error_message or f"no result for this request in a {batch.phase.lower()} batch"
+        emission.failed += await self._retry_members(index, batch, reason, batch.error_code, message)
+        self._emissions.pop(batch.batch_id, None)
+        self._report_systemic(batch, emission.succeeded, emission.failed)
+        await self.set_phase(
+            index, batch, BatchPhase.EMITTED, emitted_at=self.clock(), succeeded=emission.succeeded, failed=emission.failed
+        )
+        return False
+
+    async def _emit_chunk(self, index: PartitionIndex, batch: BatchRecord, emission: _Emission) -> None:
+        members = index.members.get(batch.batch_id, {})
+        sent: list[Sent] = []
+        stop_at = time.monotonic() + EMIT_STEP_S
+        while len(sent) < self.settings.emit_chunk and time.monotonic() < stop_at:
+            try:
+                outcome = await anext(emission.stream)
+            except StopAsyncIteration:
+                emission.exhausted = True
+                break
+            entry = self._member(batch, members, outcome.custom_id)
+            if entry is not None:
+                sent.append(await self._send_outcome(batch, entry, outcome))
+        await self.delivery.settle(index, sent)
+        emission.succeeded += sum(s.succeeded for s in sent)
+        emission.failed += sum(not s.succeeded for s in sent)
+
+    async def _send_outcome(self, batch: BatchRecord, entry: PendingEntry, outcome: Outcome) -> Sent:
+        try:
+            return await self.delivery.outcome(batch, entry, outcome)
+        except Exception as exc:  # noqa: BLE001 - this request's outcome, not the batch, is broken
+            log.exception("batch %s: outcome of %s could not be built", batch.batch_id, entry.request_id)
+            return await self.delivery.fail(batch, entry, records.INTERNAL_ERROR, None, records.exception_message(exc))
+
+    async def _retry_members(self, index: PartitionIndex, batch: BatchRecord, reason: str, code: str | None, message: str) -> int:
+        """Every member still live goes through the retry rules; how many there were."""
+        members = index.members.get(batch.batch_id, {})
+        sent = []
         for cid in list(members):
             entry = self._member(batch, members, cid)
             if entry is not None:
-                await self.delivery.retry_or_fail(index, batch, entry, reason, batch.error_code, message)
-                failed += 1
-        self._report_systemic(batch, succeeded, failed)
-        await self.set_phase(index, batch, BatchPhase.EMITTED, emitted_at=self.clock(), succeeded=succeeded, failed=failed)
+                sent.append(await self.delivery.retry_or_fail(batch, entry, reason, code, message))
+        await self.delivery.settle(index, sent)
+        return len(sent)
 
     def _report_systemic(self, batch: BatchRecord, succeeded: int, failed: int) -> None:
         total = succeeded + failed
@@ -319,10 +465,48 @@ class BatchMachine:
         counts = {}
         if phase.has_ended or phase is BatchPhase.EMITTED:
             counts = {"succeeded": batch.succeeded, "failed": batch.failed}
-        event = records.batch_event(batch, previous=previous, now=self.clock(), **counts)
-        await self.out.batch_event(event)
+        _log_if_undelivered(await self.out.batch_event(records.batch_event(batch, previous=previous, now=self.clock(), **counts)))
         if phase is BatchPhase.EMITTED:
             index.retire(batch, self.clock())
             self._backoff.pop(batch.batch_id, None)
             self._cancel_sent.discard(batch.batch_id)
+            self._not_found.pop(batch.batch_id, None)
         log.info("batch %s: %s → %s", batch.batch_id, previous, phase)
+
+
+def _quota_failure(status: BatchStatus) -> bool:
+    flagged = getattr(status, "quota_exceeded", False)
+    return status.state is BatchState.FAILED and (flagged or status.error_code in QUOTA_ERRORS)
+
+
+async def _no_outcomes() -> AsyncIterator[Outcome]:
+    return
+    yield  # an empty async generator
+
+
+def _close_quietly(stream: AsyncIterator[Outcome]) -> None:
+    """Close an abandoned result stream (and its HTTP response) in the background."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is None:
+        return
+
+    async def close() -> None:
+        with contextlib.suppress(Exception):
+            await aclose()
+
+    _background.add(task := asyncio.ensure_future(close()))
+    task.add_done_callback(_background.discard)
+
+
+def _log_if_undelivered(delivery: Any) -> None:
+    """Batch events are observability: a lost one is logged, never waited for."""
+
+    def check(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("batch event not delivered: %s", records.exception_message(future.exception()))
+
+    if isinstance(delivery, asyncio.Future):
+        delivery.add_done_callback(check)
+
+
+_background: set[asyncio.Future[None]] = set()

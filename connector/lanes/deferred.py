@@ -14,7 +14,6 @@ batch and :mod:`connector.lanes.delivery` gives each request its outcome.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, MutableMapping
@@ -22,9 +21,10 @@ from typing import Any
 
 from connector import metrics
 from connector.config import Settings
+from connector.lanes import records
 from connector.lanes.assembly import MAX_PENDING, must_escalate, plan_closes
 from connector.lanes.batches import BatchMachine
-from connector.lanes.delivery import Delivery
+from connector.lanes.delivery import Delivery, DeliveryFailed
 from connector.lanes.index import PartitionIndex
 from connector.lanes.ledger import BatchPhase, EntryState, Ledger, PendingEntry
 from connector.lanes.outputs import Outputs
@@ -68,6 +68,7 @@ class DeferredLane:
     def reset(self) -> None:
         """Forget every derived index (on rebalance): they are rebuilt from the tables."""
         self._parts.clear()
+        self.machine.reset()
 
     def poke(self, provider_batch_id: str) -> bool:
         """Poll this provider batch on the next tick (a webhook said it changed)."""
@@ -77,6 +78,10 @@ class DeferredLane:
     def live_requests(self) -> int:
         """Requests queued or in flight on every partition this worker owns."""
         return sum(p.live() for p in self._parts.values())
+
+    def has_room(self) -> bool:
+        """Whether this worker may take more requests (``max_pending_requests`` bounds memory)."""
+        return self.live_requests() < self.settings.max_pending_requests
 
     def _part(self, p: int) -> PartitionIndex:
         part = self._parts.get(p)
@@ -98,31 +103,58 @@ class DeferredLane:
         metrics.REQUESTS_IN.labels("deferred").inc()
         await self._close_due(part, p, entry.batch_key, full_only=True)
 
+    async def reject(self, entry: PendingEntry, p: int, exc: Exception) -> None:
+        """Dead-letter a request that could not be admitted (``internal_error``)."""
+        part = self._part(p)
+        sent = await self.delivery.fail(None, entry, records.INTERNAL_ERROR, None, records.exception_message(exc))
+        await self.delivery.settle(part, [sent])
+
     # ---------------------------------------------------------------- ticks
-    async def on_tick(self, p: int) -> None:
-        """The periodic work of partition ``p``: escalate, close, drive batches, purge."""
+    async def on_tick(self, p: int) -> bool:
+        """The periodic work of partition ``p``; True if some batch has more to do at once.
+
+        Escalations, closes and every batch step are isolated from each other: one that
+        fails is logged (and retried by the next tick), the rest go on.
+        """
         part = self._part(p)
         await self._escalate_due(part)
+        # A full worker sends what it has queued now, so requests move on and room frees up.
+        force = None if self.has_room() else MAX_PENDING
         for key in list(part.queued):
-            await self._close_due(part, p, key, full_only=False)
+            try:
+                await self._close_due(part, p, key, full_only=False, force=force)
+            except Exception:  # noqa: BLE001 - the next tick tries this key again
+                log.exception("partition %d: closing %s failed", p, key)
+        busy = False
         for batch_id in list(part.batches):
             batch = part.batches.get(batch_id)
             if batch is not None:
-                await self.machine.drive(part, batch)
+                busy |= await self.machine.drive(part, batch)
         part.purge(self.ledger, self.clock() - self.dedupe_window_ms)
         self._observe()
+        return busy
 
     async def _escalate_due(self, part: PartitionIndex) -> None:
         now = self.clock()
+        sent = []
         for rid, deadline in list(part.deadlines.items()):
             if not must_escalate(deadline, now, self.cfg):
                 continue
             part.deadlines.pop(rid, None)
             entry = self.ledger.entry(rid)
             if entry and entry.state is not EntryState.DONE:
-                await self.delivery.escalate(part, entry)
+                sent.append(await self.delivery.escalate(entry))
+        try:
+            await self.delivery.settle(part, sent)
+        except DeliveryFailed as exc:
+            log.warning("escalations: %s", exc)
+            for item in sent:  # those not acknowledged are escalated again at the next tick
+                if item.entry.deadline is not None and self.ledger.entry(item.entry.request_id) == item.entry:
+                    part.deadlines[item.entry.request_id] = item.entry.deadline
 
-    async def _close_due(self, part: PartitionIndex, p: int, key: BatchKey, *, full_only: bool, force: str | None = None) -> None:
+    async def _close_due(
+        self, part: PartitionIndex, p: int, key: BatchKey, *, full_only: bool, force: str | None = None
+    ) -> None:
         queue = part.queued.get(key)
         if not queue:
             part.drop_queue(key)
@@ -160,30 +192,3 @@ class DeferredLane:
             if phase is not BatchPhase.EMITTED:
                 metrics.BATCHES.labels(phase).set(counts.get(phase, 0))
         metrics.OLDEST_BATCH_AGE.set(0 if oldest is None else (self.clock() - oldest) / 1000)
-
-    # ---------------------------------------------------------------- back-pressure
-    async def wait_for_room(self) -> None:
-        """Intake's side of back-pressure: stop reading the input while this worker is full.
-
-        Only a brake (requests already on the work topic still arrive); ``make_room`` is
-        what enforces the bound.
-        """
-        # The live count is derived from the indexes; polling it beats signalling every change.
-        while self.live_requests() >= self.settings.max_pending_requests:  # noqa: ASYNC110
-            await asyncio.sleep(self.settings.tick_interval_s)
-
-    async def make_room(self, p: int) -> None:
-        """Back-pressure: hold this request event until the worker has room for it.
-
-        While ``max_pending_requests`` are live, the work agent of partition ``p`` closes
-        what it has queued and drives its own batches (inside the current event, so table
-        writes stay on ``p``) instead of taking more; the backlog waits on the broker.
-        """
-        while self.live_requests() >= self.settings.max_pending_requests:
-            part = self._part(p)
-            for key in list(part.queued):
-                await self._close_due(part, p, key, full_only=False, force=MAX_PENDING)
-            await self.on_tick(p)
-            if self.live_requests() < self.settings.max_pending_requests:
-                return
-            await asyncio.sleep(self.settings.tick_interval_s)

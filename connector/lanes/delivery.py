@@ -1,12 +1,17 @@
 """Giving one request its outcome: a result, another attempt, a dead letter or an escalation.
 
-Each path produces the outcome, updates the metrics, drops the request from the partition
-index and replaces its table entry with a small DONE marker (kept for de-duplication).
+Delivery is two-step. Each path first sends the outcome and returns it as :class:`Sent`;
+:meth:`Delivery.settle` then waits for the broker's acknowledgements and only then
+replaces each acknowledged request's table entry with a DONE marker. A request whose
+outcome was not acknowledged stays live and gets its outcome again later: a crash can
+repeat an outcome (at-least-once), never lose one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from connector import metrics
@@ -14,13 +19,29 @@ from connector.config import BatchingSettings
 from connector.lanes import records
 from connector.lanes.index import PartitionIndex
 from connector.lanes.ledger import BatchRecord, Ledger, PendingEntry
-from connector.lanes.outputs import Outputs
+from connector.lanes.outputs import Outputs, TooLarge, settle
 from connector.pricing import PriceTable
 from connector.providers.base import Outcome, OutcomeKind
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """An outcome on its way to the broker; its request is done once it is acknowledged."""
+
+    entry: PendingEntry
+    outcome: str  # result, retried, deadletter, escalated
+    delivery: Awaitable[Any]
+    succeeded: bool = False
+
+
+class DeliveryFailed(Exception):
+    """Some outcomes were not acknowledged; their requests stay live and are tried again."""
+
 
 class Delivery:
-    """Produces each request's one outcome and marks the request done."""
+    """Produces each request's one outcome and marks the request done once it is delivered."""
 
     def __init__(
         self, ledger: Ledger, outputs: Outputs, prices: PriceTable, cfg: BatchingSettings, clock: Callable[[], int]
@@ -31,21 +52,18 @@ class Delivery:
         self.cfg = cfg
         self.clock = clock
 
-    async def outcome(self, index: PartitionIndex, batch: BatchRecord, entry: PendingEntry, outcome: Outcome) -> bool:
-        """Deliver one provider outcome; True if it was a success."""
+    async def outcome(self, batch: BatchRecord, entry: PendingEntry, outcome: Outcome) -> Sent:
+        """Send the outcome the provider gave one request of ``batch``."""
         if outcome.kind is OutcomeKind.SUCCEEDED:
-            await self.result(index, batch, entry, outcome)
-            return True
+            return await self.result(batch, entry, outcome)
         if outcome.kind is OutcomeKind.RETRYABLE:
             message = outcome.error_message or "retryable failure"
-            await self.retry_or_fail(index, batch, entry, records.RETRIES_EXHAUSTED, outcome.error_code, message)
-        else:
-            message = outcome.error_message or "rejected"
-            await self.fail(index, batch, entry, records.PROVIDER_REJECTED, outcome.error_code, message)
-        return False
+            return await self.retry_or_fail(batch, entry, records.RETRIES_EXHAUSTED, outcome.error_code, message)
+        message = outcome.error_message or "rejected"
+        return await self.fail(batch, entry, records.PROVIDER_REJECTED, outcome.error_code, message)
 
-    async def result(self, index: PartitionIndex, batch: BatchRecord, entry: PendingEntry, outcome: Outcome) -> None:
-        """Emit the result of a succeeded request."""
+    async def result(self, batch: BatchRecord, entry: PendingEntry, outcome: Outcome) -> Sent:
+        """Send the result of a succeeded request (a dead letter if it is too large to send)."""
         req = _request(entry)
         costs = self.prices.costs(req["provider"], req["model"], outcome.usage, batch=True)
         now = self.clock()
@@ -60,42 +78,35 @@ class Delivery:
             submitted_at=batch.submitted_at,
             completed_at=batch.ended_at,
         )
-        await self.out.result(record, req.get("reply_topic"))
+        try:
+            delivery = await self.out.result(record, req.get("reply_topic"))
+        except TooLarge as exc:
+            return await self.fail(batch, entry, records.OVERSIZE, None, f"the result is too large to deliver: {exc}")
         metrics.RESULTS.labels("batch", req["provider"]).inc()
         metrics.COST.labels(req["provider"], "batch").inc(costs.cost_usd)
         metrics.REALTIME_COST.labels(req["provider"]).inc(costs.realtime_cost_usd)
         metrics.LATENCY.labels("batch").observe(max(0, now - req["created_at"]) / 1000)
-        self.mark_done(index, entry, "result")
+        return Sent(entry, "result", delivery, succeeded=True)
 
     async def retry_or_fail(
-        self,
-        index: PartitionIndex,
-        batch: BatchRecord | None,
-        entry: PendingEntry,
-        error_class: str,
-        code: str | None,
-        message: str,
-    ) -> None:
+        self, batch: BatchRecord | None, entry: PendingEntry, error_class: str, code: str | None, message: str
+    ) -> Sent:
         """Send the request back for another attempt, or dead-letter it once attempts run out."""
         req = _request(entry)
         attempt = int(req.get("attempt") or 1)
-        if attempt < self.cfg.max_attempts:
-            await self.out.retry(dict(req, attempt=attempt + 1))
-            metrics.RETRIES.labels(req["provider"]).inc()
-            self.mark_done(index, entry, "retried")
-        else:
-            await self.fail(index, batch, entry, error_class, code, f"{message} (after {attempt} attempts)")
+        if attempt >= self.cfg.max_attempts:
+            return await self.fail(batch, entry, error_class, code, f"{message} (after {attempt} attempts)")
+        try:
+            delivery = await self.out.retry(dict(req, attempt=attempt + 1))
+        except TooLarge as exc:
+            return await self.fail(batch, entry, records.OVERSIZE, None, f"cannot send the request back: {exc}")
+        metrics.RETRIES.labels(req["provider"]).inc()
+        return Sent(entry, "retried", delivery)
 
     async def fail(
-        self,
-        index: PartitionIndex,
-        batch: BatchRecord | None,
-        entry: PendingEntry,
-        error_class: str,
-        code: str | None,
-        message: str,
-    ) -> None:
-        """Dead-letter the request with its class, code and message."""
+        self, batch: BatchRecord | None, entry: PendingEntry, error_class: str, code: str | None, message: str
+    ) -> Sent:
+        """Send the request's dead letter with its class, code and message."""
         failure = records.failure_record(
             error_class=error_class,
             message=message,
@@ -106,20 +117,39 @@ class Delivery:
             provider_batch_id=batch.handle.batch_id if batch and batch.handle else None,
             source=entry.source,
         )
-        await self.out.failure(failure)
+        delivery = await self.out.failure(failure)
         metrics.FAILURES.labels(error_class).inc()
-        self.mark_done(index, entry, "deadletter")
+        return Sent(entry, "deadletter", delivery)
 
-    async def escalate(self, index: PartitionIndex, entry: PendingEntry) -> None:
+    async def escalate(self, entry: PendingEntry) -> Sent:
         """Hand the request to the realtime lane; its later batch answer is dropped."""
-        await self.out.escalate(_request(entry))
+        try:
+            delivery = await self.out.escalate(_request(entry))
+        except TooLarge as exc:
+            return await self.fail(None, entry, records.OVERSIZE, None, f"cannot escalate the request: {exc}")
         metrics.ESCALATIONS.inc()
-        self.mark_done(index, entry, "escalated")
+        return Sent(entry, "escalated", delivery)
+
+    async def settle(self, index: PartitionIndex, sent: Sequence[Sent]) -> None:
+        """Mark done every request whose outcome the broker acknowledged.
+
+        Raises :class:`DeliveryFailed` (after marking the others) if any was not.
+        """
+        errors = await settle(s.delivery for s in sent)
+        failed = 0
+        for item, error in zip(sent, errors, strict=True):
+            if error is None:
+                self.mark_done(index, item.entry, item.outcome)
+            else:
+                failed += 1
+                log.warning("outcome of %s not delivered: %s", item.entry.request_id, records.exception_message(error))
+        if failed:
+            raise DeliveryFailed(f"{failed} of {len(sent)} outcomes were not delivered; they will be sent again")
 
     def mark_done(self, index: PartitionIndex, entry: PendingEntry, outcome: str) -> None:
         """Drop the request from the index and leave its DONE marker in the table."""
-        index.forget(entry)
         now = self.clock()
+        index.forget(entry, now)
         self.ledger.put_entry(entry.done(outcome, now))
         index.done.append((now, entry.request_id))
 

@@ -27,6 +27,8 @@ class PartitionIndex:
     members: dict[str, dict[str, str]] = field(default_factory=dict)  # batch id → custom id → request id
     batches: dict[str, BatchRecord] = field(default_factory=dict)  # every batch not yet EMITTED
     deadlines: dict[str, int] = field(default_factory=dict)  # request id → deadline, live requests only
+    # batch id → custom id → when that member left (escalated, …) before its batch was emitted
+    left: dict[str, dict[str, int]] = field(default_factory=dict)
     done: deque[tuple[int, str]] = field(default_factory=deque)  # (done at, request id), oldest first
     emitted: deque[tuple[int, str]] = field(default_factory=deque)  # (emitted at, batch id), oldest first
 
@@ -67,8 +69,8 @@ class PartitionIndex:
         if entry.deadline is not None:
             self.deadlines[entry.request_id] = entry.deadline
 
-    def forget(self, entry: PendingEntry) -> None:
-        """Drop a live entry from every index (it is about to be marked done)."""
+    def forget(self, entry: PendingEntry, now: int) -> None:
+        """Drop a live entry from every index (it is about to be marked done at ``now``)."""
         self.deadlines.pop(entry.request_id, None)
         if entry.state is EntryState.QUEUED:
             queue = self.queued.get(entry.batch_key, {})
@@ -77,8 +79,16 @@ class PartitionIndex:
                 self.queued_bytes[entry.batch_key] -= ref.size
             if not queue:
                 self.drop_queue(entry.batch_key)
-        elif entry.state is EntryState.BATCHED and entry.batch_id is not None:
-            self.members.get(entry.batch_id, {}).pop(entry.custom_id or "", None)
+        elif entry.state is EntryState.BATCHED and entry.batch_id is not None and entry.custom_id is not None:
+            members = self.members.get(entry.batch_id, {})
+            if members.pop(entry.custom_id, None) is not None:
+                self.left.setdefault(entry.batch_id, {})[entry.custom_id] = now
+
+    def submitted_ids(self, batch: BatchRecord) -> frozenset[str]:
+        """The custom ids the last submit attempt of ``batch`` carried (members then, live or gone since)."""
+        since = batch.attempted_at or 0
+        gone = {cid for cid, at in self.left.get(batch.batch_id, {}).items() if at >= since}
+        return frozenset(self.members.get(batch.batch_id, {})) | gone
 
     def drop_queue(self, key: BatchKey) -> None:
         """Forget an empty queue."""
@@ -89,6 +99,7 @@ class PartitionIndex:
         """A batch reached EMITTED: keep only its place in the purge order."""
         self.batches.pop(batch.batch_id, None)
         self.members.pop(batch.batch_id, None)
+        self.left.pop(batch.batch_id, None)
         self.emitted.append((now, batch.batch_id))
 
     @classmethod
@@ -113,6 +124,8 @@ class PartitionIndex:
                 index.add_member(entry)
             else:
                 done.append((entry.changed_at, entry.request_id))
+                if entry.batch_id in index.batches and entry.custom_id is not None:
+                    index.left.setdefault(entry.batch_id, {})[entry.custom_id] = entry.changed_at
         index.done.extend(sorted(done))
         index.emitted.extend(sorted(emitted))
         for queue in index.queued.values():

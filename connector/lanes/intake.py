@@ -1,7 +1,15 @@
-"""Admitting a raw input record: decode, validate, or explain why not. Pure but for the codec."""
+"""Admitting a raw input record: decode, validate, or explain why not. Pure but for the codec.
+
+:func:`admit` never raises: whatever goes wrong with one record (undecodable bytes, a body
+nested too deeply to parse, invalid Unicode, a bug) becomes that record's rejection, so
+the agent goes on with the next one.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,9 +19,14 @@ from connector.lanes import records
 from connector.model import validate_request
 from connector.serde import Codec
 
+# Fields whose text travels as Kafka keys and topic names besides the record itself.
+_TEXT_FIELDS = ("request_id", "provider", "model", "endpoint", "reply_topic")
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
+    """Why a record cannot enter a lane: its dead-letter class and message."""
+
     error_class: str
     message: str
     request: dict[str, Any] | None
@@ -21,19 +34,82 @@ class Rejected:
 
 
 def admit(
-    codec: Codec, raw: bytes | None, topic: str, allowlist: frozenset[str], max_body_bytes: dict[str, int]
+    codec: Codec, raw: bytes | None, topic: str, allowlist: frozenset[str], max_body_bytes: Mapping[str, int]
 ) -> dict[str, Any] | Rejected:
     """The decoded, valid request, or why it cannot enter a lane."""
     try:
         request = codec.decode(schemas.REQUEST, raw, topic)
     except DecodeError as exc:
         return Rejected(records.DECODE_ERROR, exc.reason, None, exc.raw)
+    except (RecursionError, MemoryError) as exc:
+        return Rejected(records.DECODE_ERROR, f"record too deeply nested or too large to decode: {records.exception_message(exc)}", None, raw)
+    except Exception as exc:  # noqa: BLE001 - a codec bug must cost one record, not the agent
+        return Rejected(records.INTERNAL_ERROR, f"decoding failed: {records.exception_message(exc)}", None, raw)
     try:
-        validate_request(request, reply_allowlist=allowlist)
+        return _validated(request, allowlist, max_body_bytes)
+    except _Oversize as exc:
+        return Rejected(records.OVERSIZE, str(exc), request, None)
     except ValidationError as exc:
         return Rejected(records.INVALID_INPUT, str(exc), request, None)
+    except RecursionError:
+        return Rejected(records.INVALID_INPUT, "body is nested too deeply to parse", request, None)
+    except MemoryError:
+        return Rejected(records.OVERSIZE, "body is too large to parse", request, None)
+    except Exception as exc:  # noqa: BLE001 - see above
+        return Rejected(records.INTERNAL_ERROR, f"validation failed: {records.exception_message(exc)}", request, None)
+
+
+def _validated(request: dict[str, Any], allowlist: frozenset[str], max_body_bytes: Mapping[str, int]) -> dict[str, Any]:
+    _check_unicode_fields(request)
+    validate_request(request, reply_allowlist=allowlist)
+    _check_unicode_body(request)
     limit = max_body_bytes.get(request["provider"])
     size = len(request["body"].encode())
     if limit is not None and size > limit:
-        return Rejected(records.OVERSIZE, f"body is {size} bytes; a {request['provider']} batch holds at most {limit}", request, None)
+        raise _Oversize(f"body is {size} bytes; a {request['provider']} batch holds at most {limit}")
     return request
+
+
+class _Oversize(ValidationError):
+    """The body is larger than any batch of its provider can hold."""
+
+
+def _check_unicode_fields(request: dict[str, Any]) -> None:
+    """Text that is not valid Unicode (lone surrogates, from JSON input) cannot be re-encoded."""
+    texts = [request.get(name) for name in _TEXT_FIELDS] + [request.get("body")]
+    metadata = request.get("metadata") or {}
+    texts += [*metadata.keys(), *metadata.values()]
+    for text in texts:
+        if isinstance(text, str):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise ValidationError(f"text is not valid Unicode ({exc.reason} at position {exc.start})") from exc
+
+
+def _check_unicode_body(request: dict[str, Any]) -> None:
+    """A JSON body whose escapes decode to a lone surrogate cannot be sent to a provider."""
+    body = request["body"]
+    if _LONE_SURROGATE_ESCAPE.search(body) and _holds_lone_surrogate(json.loads(body)):
+        raise ValidationError("body holds a lone surrogate escape: its text is not valid Unicode")
+
+
+# A high surrogate escape not followed by a low one, or a low one not preceded by a high one.
+_LONE_SURROGATE_ESCAPE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+)
+
+
+def _holds_lone_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_lone_surrogate(v) for v in value)
+    return False

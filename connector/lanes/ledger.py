@@ -136,6 +136,9 @@ class PendingEntry:
             partition=self.partition,
             state=EntryState.DONE,
             changed_at=now,
+            # Kept so reconciliation knows what an earlier submit of its batch carried.
+            batch_id=self.batch_id,
+            custom_id=self.custom_id,
             outcome=outcome,
         )
 
@@ -151,6 +154,8 @@ class PendingEntry:
         }
         if self.state is EntryState.DONE:
             value["outcome"] = self.outcome
+            if self.batch_id is not None:
+                value.update(batch_id=self.batch_id, custom_id=self.custom_id)
             return value
         value.update(size=self.size, deadline=self.deadline, request=self.request)
         value["source"] = list(self.source) if self.source else None
@@ -213,6 +218,9 @@ class BatchRecord:
     tag: str | None = None  # the provider-side tag; the batch id unless resubmitted
     handle: BatchHandle | None = None
     quota_retries: int = 0
+    attempted_at: int | None = None  # the last submit attempt of the current tag began
+    failures: int = 0  # consecutive steps that failed with an unexpected error
+    last_error: str | None = None
     submitted_at: int | None = None
     ended_at: int | None = None
     emitted_at: int | None = None
@@ -261,21 +269,29 @@ class BatchRecord:
 
 @dataclass(frozen=True, slots=True)
 class WorkEvent:
-    """A record of the internal work topic: one admitted request, or a tick."""
+    """A record of the internal work topic: admitted requests for one partition, or a tick."""
 
-    entry: PendingEntry | None = None  # None: a tick
+    entries: tuple[PendingEntry, ...] = ()  # empty: a tick
+
+    @property
+    def is_tick(self) -> bool:
+        """A tick carries no requests: it asks the partition to do its periodic work."""
+        return not self.entries
 
     def to_json(self) -> dict[str, Any]:
         """The work topic's JSON value."""
-        if self.entry is None:
+        if not self.entries:
             return {"t": "tick"}
-        return {"t": "req", "entry": self.entry.to_json()}
+        return {"t": "reqs", "entries": [e.to_json() for e in self.entries]}
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> WorkEvent:
-        """A work topic value as an event."""
-        if raw.get("t") == "req":
-            return cls(PendingEntry.from_json(raw["entry"]))
+        """A work topic value as an event (one-request events of the first format included)."""
+        kind = raw.get("t")
+        if kind == "reqs":
+            return cls(tuple(PendingEntry.from_json(e) for e in raw["entries"]))
+        if kind == "req":
+            return cls((PendingEntry.from_json(raw["entry"]),))
         return cls()
 
 

@@ -1,52 +1,98 @@
 """Everything the lanes produce, encoded with the configured wire format.
 
-One object so the lanes never deal with topics, codecs or headers directly.
+One object so the lanes never deal with topics, codecs or headers directly. Every method
+sends at once and returns an awaitable that resolves when the broker acknowledged the
+record (or raises the delivery error): a lane awaits it before it marks a request done.
+Each record is checked against its topic's size limit before it is sent: a dead letter is
+cut down until it fits; any other record that does not fit raises :class:`TooLarge`.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import Any
 
 import faust
 
 from connector import schemas
 from connector.config import Settings
-from connector.lanes.records import deadletter_headers
+from connector.errors import BatchBridgeError
+from connector.lanes.records import deadletter_headers, fit_failure
 from connector.serde import Codec
+
+# What a record costs on the wire beyond its key, value and headers (record + batch framing).
+RECORD_OVERHEAD_BYTES = 512
+
+
+class TooLarge(BatchBridgeError):
+    """A record is larger than its topic (or the producer) accepts."""
+
+    def __init__(self, topic: str, size: int, limit: int) -> None:
+        super().__init__(f"a {size}-byte record does not fit {topic} (at most {limit} bytes)")
+        self.topic, self.size, self.limit = topic, size, limit
+
+
+async def settle(deliveries: Iterable[Awaitable[Any]]) -> list[BaseException | None]:
+    """Wait for every delivery; the error of each one that failed, else None, in order."""
+    results = await asyncio.gather(*deliveries, return_exceptions=True)
+    return [r if isinstance(r, BaseException) else None for r in results]
 
 
 class Outputs:
-    def __init__(self, app: faust.App, settings: Settings, codec: Codec) -> None:
+    """The lanes' producer: results, dead letters, retries, escalations, batch events."""
+
+    def __init__(
+        self, app: faust.App, settings: Settings, codec: Codec, topic_limits: Mapping[str, int] | None = None
+    ) -> None:
         self._app = app
         self._codec = codec
         self._names = settings.topics
         self._allow = frozenset(settings.reply_topic_allowlist)
+        self._max_request = settings.kafka.max_request_size
+        self._topic_limits = dict(topic_limits or {})
         self._topics: dict[str, faust.TopicT] = {}
+
+    def limit(self, topic: str) -> int:
+        """The largest value (plus key and headers) a record of ``topic`` may carry."""
+        return min(self._topic_limits.get(topic, self._max_request), self._max_request) - RECORD_OVERHEAD_BYTES
 
     def _topic(self, name: str) -> faust.TopicT:
         if name not in self._topics:
             self._topics[name] = self._app.topic(name, key_serializer="raw", value_serializer="raw")
         return self._topics[name]
 
-    async def _send(self, topic: str, schema: str, key: str | None, record: dict[str, Any], headers: Any = None) -> None:
-        value = self._codec.encode(schema, record, topic)
-        await self._topic(topic).send(key=key.encode() if key else None, value=value, headers=headers)
+    async def _send(self, topic: str, key: str | None, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any]:
+        key_bytes = key.encode("utf-8", "replace") if key else None
+        size = len(value) + len(key_bytes or b"") + sum(len(k) + len(v) for k, v in headers or ())
+        if size > self.limit(topic):
+            raise TooLarge(topic, size, self.limit(topic))
+        return await self._topic(topic).send(key=key_bytes, value=value, headers=headers)
 
-    async def result(self, record: dict[str, Any], reply_topic: str | None = None) -> None:
+    async def result(self, record: dict[str, Any], reply_topic: str | None = None) -> Awaitable[Any]:
+        """A succeeded request's result, to its allow-listed reply topic or the results topic."""
         topic = reply_topic if reply_topic and reply_topic in self._allow else self._names.results
-        await self._send(topic, schemas.RESULT, record["request_id"], record)
+        return await self._send(topic, record["request_id"], self._codec.encode(schemas.RESULT, record, topic))
 
-    async def failure(self, record: dict[str, Any]) -> None:
-        await self._send(
-            self._names.deadletter, schemas.FAILURE, record.get("request_id"), record, deadletter_headers(record)
-        )
+    async def failure(self, record: dict[str, Any]) -> Awaitable[Any]:
+        """A dead letter; cut down (and said so in ``truncated``) until it fits its topic."""
+        topic = self._names.deadletter
+        headers = deadletter_headers(record)
+        room = self.limit(topic) - sum(len(k) + len(v) for k, v in headers) - len((record.get("request_id") or "").encode("utf-8", "replace"))
+        fitted, value = fit_failure(record, lambda r: self._codec.encode(schemas.FAILURE, r, topic), room)
+        return await self._send(topic, fitted.get("request_id"), value, deadletter_headers(fitted))
 
-    async def retry(self, request: dict[str, Any]) -> None:
+    async def retry(self, request: dict[str, Any]) -> Awaitable[Any]:
         """Back to the deferred topic with the next attempt number."""
-        await self._send(self._names.deferred, schemas.REQUEST, request["request_id"], request)
+        topic = self._names.deferred
+        return await self._send(topic, request["request_id"], self._codec.encode(schemas.REQUEST, request, topic))
 
-    async def escalate(self, request: dict[str, Any]) -> None:
-        await self._send(self._names.realtime, schemas.REQUEST, request["request_id"], request)
+    async def escalate(self, request: dict[str, Any]) -> Awaitable[Any]:
+        """To the realtime topic: the deadline cannot wait for the batch."""
+        topic = self._names.realtime
+        return await self._send(topic, request["request_id"], self._codec.encode(schemas.REQUEST, request, topic))
 
-    async def batch_event(self, record: dict[str, Any]) -> None:
-        await self._send(self._names.batches, schemas.BATCH_EVENT, record["batch_id"], record)
+    async def batch_event(self, record: dict[str, Any]) -> Awaitable[Any]:
+        """A batch lifecycle event (observability)."""
+        topic = self._names.batches
+        return await self._send(topic, record["batch_id"], self._codec.encode(schemas.BATCH_EVENT, record, topic))

@@ -16,7 +16,7 @@ from typing import Any
 from connector import metrics
 from connector.config import Settings
 from connector.lanes import records
-from connector.lanes.outputs import Outputs
+from connector.lanes.outputs import Outputs, TooLarge
 from connector.pricing import PriceTable
 from connector.providers.base import BatchItem, Outcome, OutcomeKind, Provider
 from connector.providers.ids import custom_id_for
@@ -48,6 +48,10 @@ class RealtimeLane:
             return Outcome(item.custom_id, OutcomeKind.RETRYABLE, error_code="timeout", error_message="synchronous call timed out")
 
     async def handle(self, request: dict[str, Any], source: tuple[str, int, int] | None) -> None:
+        """Answer one request synchronously; returns once its outcome is acknowledged.
+
+        Raises on anything unexpected (the agent dead-letters the request as internal_error).
+        """
         provider = self.providers[request["provider"]]
         item = BatchItem(
             custom_id=custom_id_for(request["request_id"]),
@@ -56,38 +60,44 @@ class RealtimeLane:
             body=json.loads(request["body"]),
         )
         submitted = self.clock()
-        delay = 1.0
-        attempts = max(1, self.settings.batching.max_attempts)
-        outcome = None
-        for attempt in range(1, attempts + 1):
-            outcome = await self._call(provider, item)
-            if outcome.kind is not OutcomeKind.RETRYABLE or attempt == attempts:
-                break
-            wait = outcome.retry_after if outcome.retry_after is not None else delay * random.uniform(0.8, 1.2)
-            log.info("realtime %s: %s, retry %d in %.1fs", request["request_id"], outcome.error_code, attempt, wait)
-            await self._sleep(min(wait, self.settings.poll_max_s))
-            delay = min(delay * 2, 30.0)
-        assert outcome is not None
+        outcome = await self._call_with_retries(provider, item, request["request_id"])
         now = self.clock()
         if outcome.kind is OutcomeKind.SUCCEEDED:
             costs = self.prices.costs(request["provider"], request["model"], outcome.usage, batch=False)
             record = records.result_record(
                 request, outcome, lane="realtime", costs=costs, now=now, submitted_at=submitted, completed_at=now
             )
-            await self.out.result(record, request.get("reply_topic"))
+            try:
+                await (await self.out.result(record, request.get("reply_topic")))
+            except TooLarge as exc:
+                await self._fail(request, source, records.OVERSIZE, None, f"the result is too large to deliver: {exc}")
+                return
             metrics.RESULTS.labels("realtime", request["provider"]).inc()
             metrics.COST.labels(request["provider"], "realtime").inc(costs.cost_usd)
             metrics.REALTIME_COST.labels(request["provider"]).inc(costs.realtime_cost_usd)
             metrics.LATENCY.labels("realtime").observe(max(0, now - request["created_at"]) / 1000)
             return
         error_class = records.PROVIDER_REJECTED if outcome.kind is OutcomeKind.PERMANENT else records.RETRIES_EXHAUSTED
+        await self._fail(request, source, error_class, outcome.error_code, outcome.error_message or "synchronous call failed")
+
+    async def _call_with_retries(self, provider: Provider, item: BatchItem, request_id: str) -> Outcome:
+        delay = 1.0
+        attempts = max(1, self.settings.batching.max_attempts)
+        for attempt in range(1, attempts + 1):
+            outcome = await self._call(provider, item)
+            if outcome.kind is not OutcomeKind.RETRYABLE or attempt == attempts:
+                return outcome
+            wait = outcome.retry_after if outcome.retry_after is not None else delay * random.uniform(0.8, 1.2)
+            log.info("realtime %s: %s, retry %d in %.1fs", request_id, outcome.error_code, attempt, wait)
+            await self._sleep(min(wait, self.settings.poll_max_s))
+            delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable: the last attempt returns")
+
+    async def _fail(
+        self, request: dict[str, Any], source: tuple[str, int, int] | None, error_class: str, code: str | None, message: str
+    ) -> None:
         failure = records.failure_record(
-            error_class=error_class,
-            message=outcome.error_message or "synchronous call failed",
-            now=now,
-            request=request,
-            error_code=outcome.error_code,
-            source=source,
+            error_class=error_class, message=message, now=self.clock(), request=request, error_code=code, source=source
         )
-        await self.out.failure(failure)
+        await (await self.out.failure(failure))
         metrics.FAILURES.labels(error_class).inc()

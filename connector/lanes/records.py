@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from connector.errors import EncodeError
 from connector.lanes.ledger import BatchPhase, BatchRecord
 from connector.pricing import Costs
 from connector.providers.base import Outcome
@@ -18,6 +20,26 @@ EXPIRED = "expired"
 CANCELLED = "cancelled"
 BATCH_FAILED = "batch_failed"
 OVERSIZE = "oversize"
+INTERNAL_ERROR = "internal_error"
+
+# A dead letter always fits its topic: longer messages and raw values are cut (and named
+# in the record's ``truncated`` field).
+MAX_ERROR_MESSAGE_CHARS = 2000
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON that is always valid UTF-8 (lone surrogates are escaped, not kept raw)."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+    return text
+
+
+def exception_message(exc: BaseException) -> str:
+    """An unexpected exception as a dead letter states it: class and message."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def result_record(
@@ -40,7 +62,7 @@ def result_record(
         "lane": lane,
         "batch_id": batch_id,
         "provider_batch_id": provider_batch_id,
-        "response": json.dumps(outcome.body or {}, separators=(",", ":"), ensure_ascii=False),
+        "response": json_text(outcome.body or {}),
         "usage": {
             "input_tokens": outcome.usage.input_tokens,
             "output_tokens": outcome.usage.output_tokens,
@@ -86,6 +108,91 @@ def failure_record(
         "source_offset": source[2] if source else None,
         "failed_at": now,
     }
+
+
+def _cut_text(text: str, excess_bytes: int) -> str:
+    raw = text.encode("utf-8", "surrogatepass")
+    keep = max(0, len(raw) - excess_bytes - 16)
+    return raw[:keep].decode("utf-8", "ignore") + "…[cut]"
+
+
+def _sanitized(value: Any) -> Any:
+    """``value`` with every lone surrogate replaced, so any wire format can encode it."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_sanitized(k): _sanitized(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_sanitized(v) for v in value]
+    return value
+
+
+def fit_failure(failure: dict[str, Any], encode: Callable[[dict[str, Any]], bytes], limit: int) -> tuple[dict[str, Any], bytes]:
+    """The dead letter cut down until it encodes within ``limit`` bytes, and its encoding.
+
+    The error message is capped first, then invalid Unicode is replaced, then the raw
+    value, the request body and metadata are cut, and as a last resort the request is
+    dropped; every cut field is named in ``truncated``.
+    """
+    record = dict(failure)
+    truncated: list[str] = list(record.get("truncated") or [])
+    if len(record["error_message"]) > MAX_ERROR_MESSAGE_CHARS:
+        record["error_message"] = record["error_message"][:MAX_ERROR_MESSAGE_CHARS] + "…[cut]"
+        truncated.append("error_message")
+
+    def attempt() -> bytes:
+        if truncated:
+            record["truncated"] = truncated
+        return encode(record)
+
+    try:
+        data = attempt()
+    except (EncodeError, UnicodeError):
+        record = _sanitized(record)
+        record["error_message"] += " [invalid Unicode in this record was replaced]"
+        data = attempt()
+    for cut in (_cut_raw_value, _cut_request_body, _drop_request_metadata, _drop_request):
+        for _ in range(4):  # encodings grow unevenly (base64, JSON escapes): cut again if needed
+            if len(data) <= limit:
+                return record, data
+            name = cut(record, len(data) - limit)
+            if name is None:
+                break
+            if name not in truncated:
+                truncated.append(name)
+            data = attempt()
+    return record, data
+
+
+def _cut_raw_value(record: dict[str, Any], excess: int) -> str | None:
+    raw = record.get("raw_value")
+    if not raw:
+        return None
+    record["raw_value"] = raw[: max(0, len(raw) - excess - 16)]
+    return "raw_value"
+
+
+def _cut_request_body(record: dict[str, Any], excess: int) -> str | None:
+    request = record.get("request")
+    if not request or not request.get("body"):
+        return None
+    record["request"] = dict(request, body=_cut_text(request["body"], excess))
+    return "request.body"
+
+
+def _drop_request_metadata(record: dict[str, Any], excess: int) -> str | None:
+    request = record.get("request")
+    if not request or not request.get("metadata"):
+        return None
+    record["request"] = dict(request, metadata={})
+    return "request.metadata"
+
+
+def _drop_request(record: dict[str, Any], excess: int) -> str | None:
+    if record.get("request") is None:
+        return None
+    record["request"] = None
+    return "request"
 
 
 def deadletter_headers(failure: dict[str, Any]) -> list[tuple[str, bytes]]:

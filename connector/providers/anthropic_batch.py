@@ -161,7 +161,12 @@ class AnthropicBatchProvider(Provider):
             raise _to_provider_error(exc) from exc
 
     async def find(
-        self, tag: str, *, created_after: float | None = None, expected_count: int | None = None
+        self,
+        tag: str,
+        *,
+        created_after: float | None = None,
+        expected_count: int | None = None,
+        custom_ids: frozenset[str] | None = None,
     ) -> BatchHandle | None:
         """The batch created at or after ``created_after`` with ``expected_count`` requests.
 

@@ -136,8 +136,19 @@ class Provider(abc.ABC):
         """Ask the provider to cancel; idempotent."""
 
     @abc.abstractmethod
-    async def find(self, tag: str, *, created_after: float | None = None, expected_count: int | None = None) -> BatchHandle | None:
-        """Find a batch submitted earlier with ``tag`` (reconciliation after a crash)."""
+    async def find(
+        self,
+        tag: str,
+        *,
+        created_after: float | None = None,
+        expected_count: int | None = None,
+        custom_ids: frozenset[str] | None = None,
+    ) -> BatchHandle | None:
+        """Find a batch submitted earlier with ``tag`` (reconciliation after a crash).
+
+        ``custom_ids`` are the requests that submit carried, for providers whose batches
+        carry no tag.
+        """
 
     @abc.abstractmethod
     async def complete(self, item: BatchItem) -> Outcome:

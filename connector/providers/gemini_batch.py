@@ -322,7 +322,12 @@ class GeminiBatchProvider(Provider):
             raise _to_provider_error(exc) from exc
 
     async def find(
-        self, tag: str, *, created_after: float | None = None, expected_count: int | None = None
+        self,
+        tag: str,
+        *,
+        created_after: float | None = None,
+        expected_count: int | None = None,
+        custom_ids: frozenset[str] | None = None,
     ) -> BatchHandle | None:
         """The job whose display name is ``tag`` (the newest, if creation was repeated)."""
         found: types.BatchJob | None = None

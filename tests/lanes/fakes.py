@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -31,6 +32,13 @@ class Clock:
         self.now += int(seconds * 1000)
 
 
+def delivered() -> asyncio.Future[None]:
+    """A delivery the fake broker acknowledged at once."""
+    future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
 class FakeOutputs:
     def __init__(self) -> None:
         self.results: list[dict[str, Any]] = []
@@ -39,20 +47,25 @@ class FakeOutputs:
         self.escalated: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
 
-    async def result(self, record: dict[str, Any], reply_topic: str | None = None) -> None:
+    async def result(self, record: dict[str, Any], reply_topic: str | None = None) -> asyncio.Future[None]:
         self.results.append(record)
+        return delivered()
 
-    async def failure(self, record: dict[str, Any]) -> None:
+    async def failure(self, record: dict[str, Any]) -> asyncio.Future[None]:
         self.failures.append(record)
+        return delivered()
 
-    async def retry(self, request: dict[str, Any]) -> None:
+    async def retry(self, request: dict[str, Any]) -> asyncio.Future[None]:
         self.retries.append(request)
+        return delivered()
 
-    async def escalate(self, request: dict[str, Any]) -> None:
+    async def escalate(self, request: dict[str, Any]) -> asyncio.Future[None]:
         self.escalated.append(request)
+        return delivered()
 
-    async def batch_event(self, record: dict[str, Any]) -> None:
+    async def batch_event(self, record: dict[str, Any]) -> asyncio.Future[None]:
         self.events.append(record)
+        return delivered()
 
 
 class FakeProvider(Provider):
@@ -104,7 +117,7 @@ class FakeProvider(Provider):
     async def cancel(self, handle: BatchHandle) -> None:
         self.batches[handle.batch_id]["state"] = BatchState.CANCELLED
 
-    async def find(self, tag, *, created_after=None, expected_count=None):
+    async def find(self, tag, *, created_after=None, expected_count=None, custom_ids=None):
         for batch_id, batch in self.batches.items():
             if batch["tag"] == tag:
                 return BatchHandle(self.name, batch_id, tag)

@@ -6,6 +6,7 @@ fast and deterministic. The broker-backed tests live in tests/integration.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import replace
 
@@ -65,8 +66,12 @@ class Harness:
             await self.lane.on_request(e, p)
 
     async def tick(self, seconds=0.0, p=0):
+        """One timer tick, and the immediate follow-up ticks the work loop sends while a batch is busy."""
         self.clock.advance(seconds)
-        await self.lane.on_tick(p)
+        for _ in range(100):
+            if not await self.lane.on_tick(p):
+                return
+        raise AssertionError("a batch stayed busy for 100 ticks in a row")
 
     def outcome_ids(self):
         return sorted([r["request_id"] for r in self.out.results] + [f["request_id"] for f in self.out.failures])
@@ -182,33 +187,156 @@ async def test_restart_mid_flight_reconciles_instead_of_resubmitting():
     assert h.outcome_ids() == sorted(f"req-{i}" for i in range(10))
 
 
-async def test_restart_during_emission_resumes_without_re_emitting():
+async def test_restart_during_emission_resumes_and_repeats_at_most_the_unacknowledged_chunk():
     h = Harness()
+    h.settings.emit_chunk = 3
     await h.feed(*[entry(i) for i in range(10)])
     await h.tick()
     h.provider.finish_all()
 
-    class Boom(Exception):
+    class Crash(BaseException):  # not an Exception: the process dies here
         pass
 
-    sent = 0
     original = h.out.result
 
-    async def flaky_result(record, reply_topic=None):
-        nonlocal sent
-        if sent == 4:
-            raise Boom
-        sent += 1
-        await original(record, reply_topic)
+    async def crash_on_the_eighth(record, reply_topic=None):
+        if len(h.out.results) == 7:
+            raise Crash
+        return await original(record, reply_topic)
 
-    h.out.result = flaky_result
-    with pytest.raises(Boom):
+    h.out.result = crash_on_the_eighth
+    with pytest.raises(Crash):
         await h.tick(5)
     h.out.result = original
     h.lane = h.new_lane()
     await h.tick(5)
     ids = [r["request_id"] for r in h.out.results]
-    assert len(ids) == 10 and len(set(ids)) == 10
+    assert sorted(set(ids)) == sorted(f"req-{i}" for i in range(10))
+    # Two chunks of three were acknowledged and marked done before the crash: only the
+    # third chunk, sent but never settled, is emitted twice.
+    assert len(ids) - len(set(ids)) == 1
+
+
+async def test_a_request_is_done_only_after_its_outcome_is_acknowledged():
+    h = Harness()
+    await h.feed(*[entry(i) for i in range(4)])
+    await h.tick(21)
+    h.provider.finish_all()
+    original = h.out.result
+
+    async def broker_refuses(record, reply_topic=None):
+        await original(record, reply_topic)
+        future = asyncio.get_running_loop().create_future()
+        future.set_exception(ConnectionError("broker gone"))
+        return future
+
+    h.out.result = broker_refuses
+    await h.tick(5)
+    assert all(e.state is EntryState.BATCHED for e in h.ledger.entries())  # nothing marked done
+    h.out.result = original
+    await h.tick(5)  # the failed step backed off; the next one delivers again
+    await h.tick(5)
+    assert all(e.state is EntryState.DONE for e in h.ledger.entries())
+    assert {r["request_id"] for r in h.out.results} == {f"req-{i}" for i in range(4)}
+
+
+async def test_an_outcome_that_cannot_be_built_dead_letters_that_request_only():
+    h = Harness()
+    await h.feed(*[entry(i) for i in range(4)])
+    await h.tick(21)
+    h.provider.finish_all()
+    original = h.out.result
+
+    async def bug_for_req_2(record, reply_topic=None):
+        if record["request_id"] == "req-2":
+            raise KeyError("boom")
+        return await original(record, reply_topic)
+
+    h.out.result = bug_for_req_2
+    await h.tick(5)
+    assert sorted(r["request_id"] for r in h.out.results) == ["req-0", "req-1", "req-3"]
+    assert [(f["request_id"], f["error_class"]) for f in h.out.failures] == [("req-2", "internal_error")]
+    assert "KeyError" in h.out.failures[0]["error_message"]
+
+
+async def test_a_batch_that_keeps_failing_stops_neither_others_nor_itself_forever():
+    h = Harness(max_batch_failures=3, max_attempts=2)
+    await h.feed(*[entry(i) for i in range(20)])  # two full batches
+    await h.tick()
+    h.provider.finish_all()
+    bad = h.records()[0].handle.batch_id
+    original = h.provider.results
+
+    def results(handle):
+        if handle.batch_id == bad:
+            raise RuntimeError("parser bug")
+        return original(handle)
+
+    h.provider.results = results
+    for _ in range(10):
+        await h.tick(10)
+    outcomes = {r["request_id"] for r in h.out.results} | {r["request_id"] for r in h.out.retries}
+    assert outcomes == {f"req-{i}" for i in range(20)}
+    retried = [r for r in h.out.retries]
+    assert len(retried) == 10 and {r["attempt"] for r in retried} == {2}
+    assert {b.phase for b in h.records()} == {BatchPhase.EMITTED}
+
+
+async def test_rebalance_forgets_what_this_process_submitted_so_reconcile_runs_first():
+    h = Harness()
+    await h.feed(*[entry(i) for i in range(10)])
+    h.provider.fail_next_submits = 1
+    h.lane.reset()  # partitions revoked and assigned again before the first submit
+    found = []
+    original = h.provider.find
+
+    async def find(tag, **kw):
+        found.append(tag)
+        return await original(tag, **kw)
+
+    h.provider.find = find
+    await h.tick()
+    assert found  # an intent this process created is no longer trusted to be unsent
+
+
+async def test_reconcile_passes_what_the_attempt_carried_even_after_escalations():
+    h = Harness()
+    now = h.clock()
+    await h.feed(entry(0, deadline=now + 200_000), *[entry(i) for i in range(1, 10)])
+    h.provider.lose_submit_response = True
+    await h.tick()
+    seen = {}
+
+    async def find(tag, *, created_after=None, expected_count=None, custom_ids=None):
+        seen.update(count=expected_count, ids=custom_ids)
+        return None
+
+    h.provider.find = find
+    await h.tick(195)  # req-0 is escalated, then the batch is reconciled
+    assert [r["request_id"] for r in h.out.escalated] == ["req-0"]
+    assert seen["count"] == 10 and len(seen["ids"]) == 10 and "req-0" in seen["ids"]
+
+
+async def test_a_transient_not_found_on_poll_is_retried_before_the_batch_counts_as_lost():
+    from connector.providers.exceptions import BatchNotFound
+
+    h = Harness()
+    await h.feed(*[entry(i) for i in range(10)])
+    await h.tick()
+    original = h.provider.poll
+    misses = {"left": 2}
+
+    async def flaky_poll(handle):
+        if misses["left"]:
+            misses["left"] -= 1
+            raise BatchNotFound("not found", provider="openai", status=404)
+        return await original(handle)
+
+    h.provider.poll = flaky_poll
+    h.provider.finish_all()
+    for _ in range(4):
+        await h.tick(5)
+    assert len(h.out.results) == 10 and not h.out.retries
 
 
 async def test_submit_outage_backs_off_and_retries_with_reconcile():
@@ -234,22 +362,19 @@ async def test_done_markers_are_purged_after_the_dedupe_window():
     assert not h.pending and not h.batches
 
 
-async def test_memory_bound_holds_the_next_request_and_drives_the_partition_itself():
-    import asyncio
-
+async def test_a_full_worker_has_no_room_and_sends_what_it_has_queued():
     h = Harness()  # min_batch 3, max_wait 5 s: nothing would close on its own yet
     h.settings.max_pending_requests = 3
-    await h.feed(entry(1), entry(2), entry(3))
-    assert h.lane.live_requests() == 3
-    waiting = asyncio.create_task(h.lane.make_room(0))
-    await asyncio.sleep(0.05)
-    assert not waiting.done()
-    assert h.reasons() == ["max_pending"]  # closed under pressure
-    assert h.provider.submits == 1  # and submitted from within the held event
+    await h.feed(entry(1), entry(2))
+    assert h.lane.has_room()
+    await h.feed(entry(3))
+    assert not h.lane.has_room() and h.lane.live_requests() == 3
+    await h.tick()
+    assert h.reasons() == ["max_pending"]  # closed under pressure and submitted at once
+    assert h.provider.submits == 1
     h.provider.finish_all()
-    h.clock.advance(5)
-    await asyncio.wait_for(waiting, 5)
-    assert len(h.out.results) == 3 and h.lane.live_requests() == 0
+    await h.tick(5)
+    assert len(h.out.results) == 3 and h.lane.has_room()
 
 
 async def test_webhook_poke_makes_the_next_tick_poll_at_once():

@@ -95,10 +95,12 @@ def test_phases_after_the_provider_and_which_have_ended():
     assert {p for p in BatchPhase if p.has_ended} == {BatchPhase.ENDED, BatchPhase.FAILED, BatchPhase.EXPIRED, BatchPhase.CANCELLED}
 
 
-def test_work_events_round_trip():
+def test_work_events_round_trip_and_read_the_first_format():
     e = PendingEntry.of_request(request(), ("t", 0, 1))
-    assert WorkEvent.from_json(WorkEvent(e).to_json()).entry == e
-    assert WorkEvent.from_json(WorkEvent().to_json()).entry is None
+    f = PendingEntry.of_request(request("r-2"), ("t", 0, 2))
+    assert WorkEvent.from_json(json.loads(json.dumps(WorkEvent((e, f)).to_json()))).entries == (e, f)
+    assert WorkEvent.from_json(WorkEvent().to_json()).is_tick
+    assert WorkEvent.from_json({"t": "req", "entry": e.to_json()}).entries == (e,)
 
 
 def test_ledger_is_a_typed_view_of_two_mappings():
