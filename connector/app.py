@@ -20,9 +20,10 @@ from typing import Any
 
 import faust
 
-from connector import metrics
 from connector.config import Settings
 from connector.errors import ConfigError
+from connector.health import Health
+from connector.health import serve as serve_health
 from connector.lanes.agents import InputThrottle, Intake, WorkLoop
 from connector.lanes.deferred import DeferredLane, now_ms
 from connector.lanes.ledger import WorkEvent
@@ -33,6 +34,7 @@ from connector.lanes.webhooks import serve as serve_webhooks
 from connector.pricing import PriceTable
 from connector.providers.registry import build_providers
 from connector.serde import build_codec
+from connector.transport import register as register_transport
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +76,7 @@ def _faust_app(settings: Settings) -> faust.App:
     servers = ";".join(s.strip() for s in settings.kafka.bootstrap_servers.split(","))
     return faust.App(
         settings.app_id,
-        broker=f"kafka://{servers}",
+        broker=f"{register_transport() if settings.kafka.verify_end_offsets else 'kafka'}://{servers}",
         broker_credentials=_credentials(settings),
         store="memory://",
         topic_partitions=settings.partitions,
@@ -89,7 +91,6 @@ def _faust_app(settings: Settings) -> faust.App:
         producer_max_request_size=settings.kafka.max_request_size,
         stream_buffer_maxsize=settings.stream_buffer,
         broker_max_poll_records=settings.stream_buffer,
-        **({"producer_max_batch_size": 1} if settings.kafka.single_record_batches else {}),
     )
 
 
@@ -161,6 +162,7 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
 
     if settings.webhook_port:
         _serve_webhooks(app, settings, deferred)
+    _watch_health(app, settings)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(app_: faust.App, revoked: Any, **kwargs: Any) -> None:
@@ -178,6 +180,21 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
     return app
 
 
+def _watch_health(app: faust.App, settings: Settings) -> None:
+    health = Health(app, settings.recovery_stall_s)
+
+    @app.task
+    async def recovery_watchdog() -> None:
+        await health.watch()
+
+    if settings.metrics_port:
+        host, port = settings.metrics_host, settings.metrics_port
+
+        @app.task
+        async def health_endpoints() -> None:
+            await serve_health(health, host, port)
+
+
 def _serve_webhooks(app: faust.App, settings: Settings, deferred: DeferredLane) -> None:
     if settings.webhook_secret is None:
         raise ConfigError("BATCHBRIDGE_WEBHOOK_PORT needs BATCHBRIDGE_WEBHOOK_SECRET to verify deliveries")
@@ -189,6 +206,26 @@ def _serve_webhooks(app: faust.App, settings: Settings, deferred: DeferredLane) 
         await serve_webhooks(receiver, host, port)
 
 
+def _topic_limits(settings: Settings) -> dict[str, int]:
+    """``max.message.bytes`` of the topics the lanes write to, as the broker has them."""
+    from confluent_kafka.admin import ConfigResource, ResourceType
+
+    from connector.topics import admin_client
+
+    names = {*settings.topics.model_dump().values(), *settings.reply_topic_allowlist}
+    try:
+        futures = admin_client(settings).describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names])
+        limits = {}
+        for resource, future in futures.items():
+            entry = future.result(10).get("max.message.bytes")
+            if entry is not None and entry.value is not None:
+                limits[resource.name] = int(entry.value)
+        return limits
+    except Exception as exc:  # noqa: BLE001 - the producer's own limit still applies
+        log.warning("could not read the topics' max.message.bytes (%s); using KAFKA__MAX_REQUEST_SIZE", exc)
+        return {}
+
+
 def run_worker(settings: Settings) -> None:
     """Run the worker in the foreground until SIGTERM / Ctrl-C."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -196,14 +233,13 @@ def run_worker(settings: Settings) -> None:
         from connector.topics import apply_topics
 
         apply_topics(settings)
-    if settings.kafka.single_record_batches is None:
-        single = _is_tansu(settings)
-        settings = settings.model_copy(
-            update={"kafka": settings.kafka.model_copy(update={"single_record_batches": single})}
-        )
-        if single:
-            log.warning("embedded tansu broker detected: producing one record per batch so end offsets stay exact")
-    metrics.serve(settings.metrics_port, settings.metrics_host)
-    app = create_app(settings)
+    if settings.kafka.verify_end_offsets is None:
+        verify = _is_tansu(settings)
+        settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"verify_end_offsets": verify})})
+        if verify:
+            log.info("embedded tansu broker detected: changelog recovery verifies end offsets with a fetch")
+    limits = _topic_limits(settings)
+    log.info("largest records per topic: %s", limits)
+    app = create_app(settings, limits)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()

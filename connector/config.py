@@ -28,9 +28,9 @@ class KafkaSettings(BaseModel):
     # the topics in topics/ (5 MiB for the dead-letter topic) plus room for framing.
     max_request_size: int = Field(5 * 1024 * 1024 + 64 * 1024, ge=1024 * 1024)
     # tansu (the embedded broker) reports a partition's end offset as the base offset of
-    # its last record batch + 1, so Faust's changelog recovery stops short of multi-record
-    # batches. One record per batch keeps end offsets exact. None = on for tansu only.
-    single_record_batches: bool | None = None
+    # its last record batch + 1, so Faust's changelog recovery would stop short of the last
+    # batch's records. Verify end offsets with a fetch when recovering. None = for tansu only.
+    verify_end_offsets: bool | None = None
 
     def confluent_config(self) -> dict[str, Any]:
         """The same settings as a confluent-kafka (librdkafka) config dict."""
@@ -128,8 +128,9 @@ class Settings(BaseSettings):
     poll_initial_s: float = Field(2.0, gt=0)
     poll_max_s: float = Field(300.0, gt=0)
     tick_interval_s: float = Field(1.0, gt=0)
+    recovery_stall_s: float = Field(60.0, gt=0)  # exit non-zero when table recovery makes no progress this long
     prices_file: str | None = None  # override the shipped price table
-    metrics_port: int | None = None
+    metrics_port: int | None = None  # /metrics, /healthz and /readyz
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container so Prometheus can scrape it
     data_dir: str = ".batchbridge"
     log_level: str = "INFO"

@@ -1,8 +1,8 @@
-"""Prometheus metrics. Served on ``BATCHBRIDGE_METRICS_PORT`` when set."""
+"""Prometheus metrics. The worker serves them on ``BATCHBRIDGE_METRICS_PORT`` (see ``connector.health``)."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
 
 PENDING = Gauge("batchbridge_pending_requests", "Requests queued or in flight on this worker", ["state"])
 BATCHES = Gauge("batchbridge_batches", "Batches on this worker by state", ["state"])
@@ -26,8 +26,3 @@ LATENCY = Histogram(
     ["lane"],
     buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400),
 )
-
-
-def serve(port: int | None, host: str = "127.0.0.1") -> None:
-    if port:
-        start_http_server(port, addr=host)

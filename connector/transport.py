@@ -1,0 +1,88 @@
+"""Faust's aiokafka transport, corrected for brokers that under-report end offsets.
+
+tansu (the embedded broker) answers ListOffsets with the base offset of a partition's last
+record batch + 1, not the offset after its last record. Faust's table recovery reads a
+changelog partition up to that reported end, so it stopped short of the last batch's
+records and a restarted worker lost the newest table writes. Producing one record per
+batch hid the problem at a large cost in throughput.
+
+This transport keeps the producer batching and fixes the reading side instead: when
+recovery asks for the end offsets of changelog partitions, it fetches once from the
+reported end - 1 with a throwaway consumer; the fetch response's high watermark is the
+true end. Real Kafka reports exact end offsets, so the worker only uses this transport
+against tansu (``BATCHBRIDGE_KAFKA__VERIFY_END_OFFSETS``, detected by default).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import cast
+
+from aiokafka import TopicPartition
+from faust.transport.drivers import TRANSPORTS
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+SCHEME = "kafka-verified-ends"
+PROBE_TIMEOUT_S = 10.0
+
+
+class VerifiedEndsConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread whose end offsets are read from fetch responses."""
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        reported = await super()._highwaters(partitions)
+        if self.consumer.in_transaction:
+            return reported
+        return await self._true_ends(reported)
+
+    async def _true_ends(self, reported: Mapping[TP, int]) -> dict[TP, int]:
+        ends = dict(reported)
+        probe = {tp: end for tp, end in reported.items() if end}
+        if not probe:
+            return ends
+        consumer = self._create_client_consumer(cast(faust_aiokafka.Transport, self.transport))
+        await consumer.start()
+        try:
+            targets = {tp: TopicPartition(tp.topic, tp.partition) for tp in probe}
+            consumer.assign(list(targets.values()))
+            for tp, end in probe.items():
+                consumer.seek(targets[tp], end - 1)
+            answered: set[TP] = set()
+            give_up = time.monotonic() + PROBE_TIMEOUT_S
+            while len(answered) < len(probe) and time.monotonic() < give_up:
+                fetched = await consumer.getmany(timeout_ms=500)
+                answered |= {tp for tp in probe if fetched.get(targets[tp])}
+            for tp, target in targets.items():
+                true_end = consumer.highwater(target)
+                if true_end is not None and true_end > ends[tp]:
+                    log.info("%s[%d]: end offset %d, not the reported %d", tp.topic, tp.partition, true_end, ends[tp])
+                    ends[tp] = true_end
+            if len(answered) < len(probe):
+                log.warning("end offsets of %s could not be verified", sorted(set(probe) - answered))
+        finally:
+            await consumer.stop()
+        return ends
+
+
+class VerifiedEndsConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer on the verifying thread."""
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return VerifiedEndsConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class Transport(faust_aiokafka.Transport):
+    """Faust's aiokafka transport with verified end offsets."""
+
+    Consumer = VerifiedEndsConsumer
+
+
+def register() -> str:
+    """Make ``kafka-verified-ends://`` broker URLs use this transport; the scheme to use."""
+    TRANSPORTS.aliases.setdefault(SCHEME, f"{__name__}:Transport")
+    return SCHEME
