@@ -61,8 +61,8 @@ class Health:
 
     def _recovery_position(self) -> tuple[int, int]:
         recovery = self.app.tables.recovery
-        offsets = sum(recovery.active_offsets.values()) + sum(recovery.standby_offsets.values())
-        return self.app.rebalancing_count, offsets
+        offsets = [*recovery.active_offsets.values(), *recovery.standby_offsets.values()]
+        return self.app.rebalancing_count, sum(o for o in offsets if o is not None)
 
     def check_recovery(self, now: float | None = None) -> bool:
         """False (after logging why) if recovery made no progress for ``stall_s`` seconds."""
@@ -92,7 +92,12 @@ class Health:
         """Run the watchdog until the worker stops."""
         while True:
             await asyncio.sleep(WATCH_INTERVAL_S)
-            if not self.check_recovery():
+            try:
+                stalled = not self.check_recovery()
+            except Exception:  # noqa: BLE001 - the watchdog must never be what stops the worker
+                log.exception("recovery watchdog: could not read the recovery state")
+                continue
+            if stalled:
                 logging.shutdown()
                 self._exit(STALLED_EXIT_CODE)
 

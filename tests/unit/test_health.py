@@ -51,6 +51,12 @@ def test_watchdog_tolerates_slow_progress_but_not_a_stall(caplog):
     assert "no progress for 31s" in caplog.text
 
 
+def test_watchdog_reads_partitions_without_an_offset_yet():
+    app = fake_app(rebalancing=True, offsets={"tp": 1})
+    app.tables.recovery.active_offsets["other"] = None
+    assert Health(app, stall_s=30).check_recovery(now=0)
+
+
 def test_watchdog_forgets_a_finished_recovery():
     app = fake_app(rebalancing=True)
     health = Health(app, stall_s=10)
