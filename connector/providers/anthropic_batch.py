@@ -25,7 +25,12 @@ from connector.providers.base import (
     OutcomeKind,
     Provider,
 )
-from connector.providers.exceptions import BatchRejected, ProviderError, error_for_status
+from connector.providers.exceptions import (
+    BatchRejected,
+    ProviderError,
+    ProviderUnavailable,
+    error_for_status,
+)
 from connector.providers.jsonl import outcomes_from_lines
 from connector.providers.limits import ANTHROPIC_LIMITS
 from connector.providers.outcomes import (
@@ -55,7 +60,7 @@ def encode_request(item: BatchItem) -> bytes:
     return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def _to_provider_error(exc: anthropic.AnthropicError) -> ProviderError:
+def _to_provider_error(exc: anthropic.AnthropicError, *, creating: bool = False) -> ProviderError:
     if isinstance(exc, anthropic.APIStatusError):
         code, message = anthropic_error_fields(exc.body)
         return error_for_status(
@@ -64,9 +69,13 @@ def _to_provider_error(exc: anthropic.AnthropicError) -> ProviderError:
             status=exc.status_code,
             code=code,
             retry_after=parse_retry_after(exc.response.headers),
+            creating=creating,
         )
     if isinstance(exc, anthropic.APIConnectionError):
         return error_for_status("anthropic", str(exc), status=None, code="connection_error")
+    if creating:
+        # A create that failed any other way (say, on its response) may have made a batch.
+        return ProviderUnavailable(str(exc), provider="anthropic", code=type(exc).__name__)
     return ProviderError(str(exc), provider="anthropic")
 
 
@@ -100,6 +109,10 @@ class AnthropicBatchProvider(Provider):
             max_retries=settings.max_retries,
             timeout=settings.timeout_s,
         )
+        # Batch creation is never retried by the SDK: a create whose answer was lost may
+        # have made a billed batch, so the caller looks for it with find() first. The copy
+        # shares the client's connection pool.
+        self._create_client = self._client.with_options(max_retries=0)
         self.malformed_lines = 0
 
     async def submit(self, tag: str, items: Sequence[BatchItem]) -> BatchHandle:
@@ -107,9 +120,9 @@ class AnthropicBatchProvider(Provider):
             raise BatchRejected("a batch needs at least one request", provider=self.name)
         requests = [{"custom_id": item.custom_id, "params": request_params(item)} for item in items]
         try:
-            batch = await self._client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+            batch = await self._create_client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
         except anthropic.AnthropicError as exc:
-            raise _to_provider_error(exc) from exc
+            raise _to_provider_error(exc, creating=True) from exc
         return BatchHandle(
             provider=self.name,
             batch_id=batch.id,

@@ -115,7 +115,20 @@ class Provider(abc.ABC):
 
     @abc.abstractmethod
     async def submit(self, tag: str, items: Sequence[BatchItem]) -> BatchHandle:
-        """Create a provider batch for ``items`` (one valid batch: see ``split``), tagged ``tag``."""
+        """Create a provider batch for ``items`` (one valid batch: see ``split``), tagged ``tag``.
+
+        The create call is sent once: the SDK's retries are off for it, because a create
+        whose answer was lost may still have made a billed batch. Uploads that feed it keep
+        the SDK's retries (a file uploaded twice is not a batch).
+
+        Raises:
+            BatchRejected: the provider definitely refused the batch (a 4xx other than
+                408/409/425/429): nothing was created and the same batch will be refused again.
+            ProviderAuthError: 401/403; nothing was created, the settings need fixing.
+            ProviderUnavailable: anything that may have reached the provider: a timeout, a
+                connection error (a dropped response included), 408/409/425/429, a 5xx, an
+                unreadable answer. A batch may exist: call ``find()`` before submitting again.
+        """
 
     @abc.abstractmethod
     async def poll(self, handle: BatchHandle) -> BatchStatus:

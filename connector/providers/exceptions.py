@@ -58,6 +58,12 @@ class ProviderAuthError(ProviderError):
     """The credentials were refused; an operator has to fix the settings."""
 
 
+# Statuses that say "not now" rather than "no": a request timeout, a conflict, "too early",
+# a rate limit, Anthropic's overload. A create answered with one may still have made a batch
+# (a 408 or 409 can come from a proxy after the provider acted); only other 4xx prove not.
+_TRY_LATER = frozenset({408, 409, 425, 429, 529})
+
+
 def error_for_status(
     provider: str,
     message: str,
@@ -65,14 +71,20 @@ def error_for_status(
     status: int | None,
     code: str | None = None,
     retry_after: float | None = None,
+    creating: bool = False,
 ) -> ProviderError:
-    """The project error for a failed provider call; ``status`` None means no response."""
-    if status is None or status in (408, 425, 429, 529) or status >= 500:
+    """The project error for a failed provider call; ``status`` None means no response.
+
+    ``creating`` marks a call that creates something billable (a batch, or the upload that
+    feeds it): there a 404 is the provider refusing the request (Gemini's unknown model),
+    not a lost batch, and only a definite refusal may become ``BatchRejected``.
+    """
+    if status is None or status in _TRY_LATER or status >= 500:
         return ProviderUnavailable(
             message, provider=provider, status=status, code=code, retry_after=retry_after
         )
     if status in (401, 403):
         return ProviderAuthError(message, provider=provider, status=status, code=code)
-    if status == 404:
+    if status == 404 and not creating:
         return BatchNotFound(message, provider=provider, status=status, code=code)
     return BatchRejected(message, provider=provider, status=status, code=code)

@@ -86,6 +86,10 @@ FIND_CLOCK_SLACK_S = 300.0
 _SDK_ONLY_FIELDS = {"sdk_http_response", "automatic_function_calling_history", "parsed"}
 _DOWNLOAD_QUEUE_CHUNKS = 4  # of the SDK's 1 MB chunks: the memory bound of a download
 _CONNECTION_ERRORS = (aiohttp.ClientError, httpx2.TransportError, TimeoutError, OSError)
+# Batch creation is never retried by the SDK: a create whose answer was lost may have made a
+# billed job, so the caller looks for it with find() first. Per-call retry options replace
+# the client's (and switch off the SDK's implicit retry of a dropped aiohttp connection).
+_ONE_ATTEMPT = types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
 
 
 def model_name(model: str) -> str:
@@ -133,11 +137,16 @@ def _api_error_fields(
     return exc.code, status_name or exc.status, message or exc.message, parse_retry_after(headers)
 
 
-def _to_provider_error(exc: Exception) -> ProviderError:
+def _to_provider_error(exc: Exception, *, creating: bool = False) -> ProviderError:
     if isinstance(exc, genai_errors.APIError):
         status, code, message, retry_after = _api_error_fields(exc)
         return error_for_status(
-            "gemini", message or str(exc), status=status, code=code, retry_after=retry_after
+            "gemini",
+            message or str(exc),
+            status=status,
+            code=code,
+            retry_after=retry_after,
+            creating=creating,
         )
     if isinstance(exc, _CONNECTION_ERRORS):
         return error_for_status(
@@ -184,14 +193,14 @@ class GeminiBatchProvider(Provider):
             raise BatchRejected(f"one model per batch, got {sorted(models)}", provider=self.name)
         model = models.pop()
         inline = self._inline_requests(items)
-        config = types.CreateBatchJobConfig(display_name=tag)
+        config = types.CreateBatchJobConfig(display_name=tag, http_options=_ONE_ATTEMPT)
         try:
             if inline is not None:
                 job = await self._client.batches.create(model=model, src=inline, config=config)
             else:
                 job = await self._create_from_file(tag, model, items, config)
         except (genai_errors.APIError, *_CONNECTION_ERRORS) as exc:
-            raise _to_provider_error(exc) from exc
+            raise _to_provider_error(exc, creating=True) from exc
         return BatchHandle(
             provider=self.name,
             batch_id=job.name or "",
@@ -222,6 +231,7 @@ class GeminiBatchProvider(Provider):
     ) -> types.BatchJob:
         with tempfile.TemporaryFile() as input_file:
             await asyncio.to_thread(_write_input, input_file, items)
+            # The upload keeps the SDK's retries: a file uploaded twice is not a batch.
             uploaded = await self._client.files.upload(
                 file=input_file,  # type: ignore[arg-type]
                 config=types.UploadFileConfig(mime_type="jsonl", display_name=tag),

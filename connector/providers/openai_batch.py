@@ -21,7 +21,12 @@ from connector.providers.base import (
     OutcomeKind,
     Provider,
 )
-from connector.providers.exceptions import BatchRejected, ProviderError, error_for_status
+from connector.providers.exceptions import (
+    BatchRejected,
+    ProviderError,
+    ProviderUnavailable,
+    error_for_status,
+)
 from connector.providers.jsonl import outcomes_from_lines
 from connector.providers.limits import OPENAI_LIMITS
 from connector.providers.outcomes import (
@@ -69,7 +74,7 @@ def _write_input(file: IO[bytes], items: Sequence[BatchItem]) -> None:
     file.seek(0)
 
 
-def _to_provider_error(exc: openai.OpenAIError) -> ProviderError:
+def _to_provider_error(exc: openai.OpenAIError, *, creating: bool = False) -> ProviderError:
     if isinstance(exc, openai.APIStatusError):
         code, message = openai_error_fields(exc.body)
         return error_for_status(
@@ -78,9 +83,13 @@ def _to_provider_error(exc: openai.OpenAIError) -> ProviderError:
             status=exc.status_code,
             code=code,
             retry_after=parse_retry_after(exc.response.headers),
+            creating=creating,
         )
     if isinstance(exc, openai.APIConnectionError):
         return error_for_status("openai", str(exc), status=None, code="connection_error")
+    if creating:
+        # A create that failed any other way (say, on its response) may have made a batch.
+        return ProviderUnavailable(str(exc), provider="openai", code=type(exc).__name__)
     return ProviderError(str(exc), provider="openai")
 
 
@@ -97,6 +106,10 @@ class OpenAIBatchProvider(Provider):
             max_retries=settings.max_retries,
             timeout=settings.timeout_s,
         )
+        # Batch creation is never retried by the SDK: a create whose answer was lost may
+        # have made a billed batch, so the caller looks for it with find() first. The copy
+        # shares the client's connection pool.
+        self._create_client = self._client.with_options(max_retries=0)
         self.malformed_lines = 0
 
     async def submit(self, tag: str, items: Sequence[BatchItem]) -> BatchHandle:
@@ -114,22 +127,27 @@ class OpenAIBatchProvider(Provider):
         with tempfile.TemporaryFile() as input_file:
             await asyncio.to_thread(_write_input, input_file, items)
             try:
+                # The upload keeps the SDK's retries: a file uploaded twice is not a batch
+                # and costs nothing.
                 uploaded = await self._client.files.create(
                     file=(f"batchbridge-{tag}.jsonl", input_file, "application/jsonl"),
                     purpose="batch",
                 )
             except openai.OpenAIError as exc:
-                raise _to_provider_error(exc) from exc
+                raise _to_provider_error(exc, creating=True) from exc
         try:
-            batch = await self._client.batches.create(
+            batch = await self._create_client.batches.create(
                 input_file_id=uploaded.id,
                 endpoint=endpoint,  # type: ignore[arg-type]
                 completion_window="24h",
                 metadata={TAG_METADATA_KEY: tag},
             )
         except openai.OpenAIError as exc:
-            await self._delete_file(uploaded.id)
-            raise _to_provider_error(exc) from exc
+            error = _to_provider_error(exc, creating=True)
+            if not isinstance(error, ProviderUnavailable):
+                # Refused: no batch reads the file. Otherwise a batch may exist that needs it.
+                await self._delete_file(uploaded.id)
+            raise error from exc
         return BatchHandle(
             provider=self.name,
             batch_id=batch.id,

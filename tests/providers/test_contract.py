@@ -177,26 +177,6 @@ async def test_stuck_batch_stays_running_and_cancels(
     assert (await wait_final(provider, handle)).state is BatchState.CANCELLED
 
 
-@pytest.mark.parametrize("status", [429, 500])
-async def test_transient_http_error_on_submit_is_retried(
-    provider: Provider, emulator: Emulator, status: int
-) -> None:
-    emulator.set_faults(
-        http_errors=[
-            {
-                "path_regex": SUBMIT_ROUTES[provider.name],
-                "method": "POST",
-                "status": status,
-                "count": 1,
-                "retry_after": 0,
-            }
-        ]
-    )
-    handle = await provider.submit("tag-retry", items(provider, ["r0"]))
-    assert (await wait_final(provider, handle)).state is BatchState.ENDED
-    assert emulator.stats()["batches_created"][provider.name] == 1
-
-
 async def test_persistent_http_error_becomes_provider_unavailable(
     provider: Provider, emulator: Emulator, emulator_url: tuple[Emulator, str]
 ) -> None:
