@@ -39,6 +39,7 @@ from connector.providers.outcomes import (
     anthropic_usage,
     failure,
     parse_retry_after,
+    refused_by_client,
 )
 
 log = logging.getLogger(__name__)
@@ -60,16 +61,34 @@ def encode_request(item: BatchItem) -> bytes:
     return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
 
 
+# ``error.details.error_code`` of a 429 that is a spending limit, not a rate limit.
+SPEND_LIMIT_CODES = frozenset(
+    {
+        "enforced_spend_limit_reached",
+        "contract_spend_limit_reached",
+        "linked_organization_spend_limit_reached",
+    }
+)
+
+
+def _is_quota(exc: anthropic.APIStatusError) -> bool:
+    """A refusal that clears when the account is topped up: billing (402) or a spend limit."""
+    return exc.status_code == 402 or (
+        exc.status_code == 429 and exc.error_code in SPEND_LIMIT_CODES
+    )
+
+
 def _to_provider_error(exc: anthropic.AnthropicError, *, creating: bool = False) -> ProviderError:
     if isinstance(exc, anthropic.APIStatusError):
-        code, message = anthropic_error_fields(exc.body)
+        error_type, message = anthropic_error_fields(exc.body)
         return error_for_status(
             "anthropic",
             message or str(exc),
             status=exc.status_code,
-            code=code,
+            code=exc.error_code or error_type,  # the specific cause, where the API names one
             retry_after=parse_retry_after(exc.response.headers),
             creating=creating,
+            quota=creating and _is_quota(exc),
         )
     if isinstance(exc, anthropic.APIConnectionError):
         return error_for_status("anthropic", str(exc), status=None, code="connection_error")
@@ -233,13 +252,10 @@ class AnthropicBatchProvider(Provider):
             )
         except anthropic.APIConnectionError as exc:
             return failure(item.custom_id, code="connection_error", message=str(exc))
-        except (anthropic.AnthropicError, KeyError, TypeError, ValueError) as exc:
-            return Outcome(
-                item.custom_id,
-                OutcomeKind.PERMANENT,
-                error_code="invalid_request_error",
-                error_message=str(exc),
-            )
+        except anthropic.AnthropicError as exc:
+            return failure(item.custom_id, code=type(exc).__name__, message=str(exc))
+        except (KeyError, TypeError, ValueError) as exc:
+            return refused_by_client(item.custom_id, exc)
         try:
             result = json.loads(await response.read())
         except (ValueError, anthropic.AnthropicError) as exc:

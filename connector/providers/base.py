@@ -85,6 +85,8 @@ class BatchHandle:
 
 @dataclass(frozen=True, slots=True)
 class BatchStatus:
+    """A provider batch's state and counts, as one ``poll`` saw them."""
+
     state: BatchState
     provider_state: str
     total: int = 0
@@ -92,6 +94,9 @@ class BatchStatus:
     failed: int = 0
     error_code: str | None = None  # batch-level error, e.g. token_limit_exceeded
     error_message: str | None = None
+    # FAILED for a quota (OpenAI token_limit_exceeded, Gemini RESOURCE_EXHAUSTED): the same
+    # requests can go again later. The adapter knows its provider's codes; callers don't.
+    quota_exceeded: bool = False
 
 
 @dataclass(frozen=True, slots=True)

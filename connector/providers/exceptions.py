@@ -46,6 +46,15 @@ class ProviderUnavailable(ProviderError):
         self.retry_after = retry_after
 
 
+class QuotaExceeded(ProviderUnavailable):
+    """The provider refused to create a batch for a quota (enqueued tokens, spend limit).
+
+    Not the requests' fault, and it clears as in-flight batches end or the account is
+    topped up: wait ``retry_after`` or the configured quota backoff, then go through
+    ``find()`` as for any ``ProviderUnavailable`` before creating again.
+    """
+
+
 class BatchRejected(ProviderError):
     """The provider refused the batch or the request as invalid; resubmitting cannot help."""
 
@@ -72,13 +81,19 @@ def error_for_status(
     code: str | None = None,
     retry_after: float | None = None,
     creating: bool = False,
+    quota: bool = False,
 ) -> ProviderError:
     """The project error for a failed provider call; ``status`` None means no response.
 
     ``creating`` marks a call that creates something billable (a batch, or the upload that
     feeds it): there a 404 is the provider refusing the request (Gemini's unknown model),
-    not a lost batch, and only a definite refusal may become ``BatchRejected``.
+    not a lost batch, and only a definite refusal may become ``BatchRejected``. ``quota``
+    is the adapter's verdict that the provider's code names a quota (its codes are its own).
     """
+    if quota:
+        return QuotaExceeded(
+            message, provider=provider, status=status, code=code, retry_after=retry_after
+        )
     if status is None or status in _TRY_LATER or status >= 500:
         return ProviderUnavailable(
             message, provider=provider, status=status, code=code, retry_after=retry_after

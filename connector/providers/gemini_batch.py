@@ -47,6 +47,7 @@ from connector.providers.outcomes import (
     gemini_error_fields,
     gemini_outcome,
     parse_retry_after,
+    refused_by_client,
 )
 
 log = logging.getLogger(__name__)
@@ -147,12 +148,48 @@ def _to_provider_error(exc: Exception, *, creating: bool = False) -> ProviderErr
             code=code,
             retry_after=retry_after,
             creating=creating,
+            # Gemini says RESOURCE_EXHAUSTED (429) for a batch quota and a rate limit alike;
+            # on create both mean "not now, and not soon".
+            quota=creating and (status == 429 or code == "RESOURCE_EXHAUSTED"),
         )
     if isinstance(exc, _CONNECTION_ERRORS):
         return error_for_status(
             "gemini", str(exc) or type(exc).__name__, status=None, code="connection_error"
         )
     return ProviderError(str(exc), provider="gemini")
+
+
+def job_status(job: types.BatchJob, submitted: int | None) -> BatchStatus:
+    """A job as a ``BatchStatus``; ``submitted`` is the request count the job was created with."""
+    provider_state = job.state.value if job.state else "JOB_STATE_UNSPECIFIED"
+    # The Gemini Developer API's job carries no counts or error through the SDK
+    # (only Vertex fills completion_stats / error); the total is what was submitted.
+    stats = job.completion_stats
+    succeeded = (stats.successful_count or 0) if stats else 0
+    failed = (stats.failed_count or 0) if stats else 0
+    state = _STATES.get(provider_state, BatchState.RUNNING)
+    error = job.error
+    return BatchStatus(
+        state=state,
+        provider_state=provider_state,
+        total=int(submitted or succeeded + failed),
+        succeeded=succeeded,
+        failed=failed,
+        error_code=str(error.code) if error and error.code is not None else None,
+        error_message=error.message if error else None,
+        quota_exceeded=state is BatchState.FAILED and _is_quota_error(error),
+    )
+
+
+def _is_quota_error(error: types.JobError | None) -> bool:
+    """A job error that is a quota: RESOURCE_EXHAUSTED, as a google.rpc.Code (8) or HTTP 429.
+
+    Only Vertex fills a job's error through the SDK; the Developer API's job resource as
+    google-genai parses it has none, and refuses quota at create instead.
+    """
+    if error is None:
+        return False
+    return error.code in (8, 429) or "RESOURCE_EXHAUSTED" in (error.message or "")
 
 
 class _ChunkQueue:
@@ -219,11 +256,14 @@ class GeminiBatchProvider(Provider):
             if converted is None:
                 return None
             contents, config = converted
-            requests.append(
-                types.InlinedRequest(
+            try:
+                request = types.InlinedRequest(
                     contents=contents, config=config, metadata={"key": item.custom_id}
                 )
-            )
+            except pydantic.ValidationError:
+                # The file route sends the body as given; the provider answers for it alone.
+                return None
+            requests.append(request)
         return requests
 
     async def _create_from_file(
@@ -245,22 +285,7 @@ class GeminiBatchProvider(Provider):
             raise _to_provider_error(exc) from exc
 
     async def poll(self, handle: BatchHandle) -> BatchStatus:
-        job = await self._get(handle.batch_id)
-        provider_state = job.state.value if job.state else "JOB_STATE_UNSPECIFIED"
-        # The Gemini Developer API's job carries no counts or error through the SDK
-        # (only Vertex fills completion_stats / error); the total is what was submitted.
-        stats = job.completion_stats
-        succeeded = (stats.successful_count or 0) if stats else 0
-        failed = (stats.failed_count or 0) if stats else 0
-        return BatchStatus(
-            state=_STATES.get(provider_state, BatchState.RUNNING),
-            provider_state=provider_state,
-            total=int(handle.extra.get("count") or succeeded + failed),
-            succeeded=succeeded,
-            failed=failed,
-            error_code=str(job.error.code) if job.error and job.error.code is not None else None,
-            error_message=job.error.message if job.error else None,
-        )
+        return job_status(await self._get(handle.batch_id), handle.extra.get("count"))
 
     async def results(self, handle: BatchHandle) -> AsyncIterator[Outcome]:
         job = await self._get(handle.batch_id)
@@ -377,6 +402,10 @@ class GeminiBatchProvider(Provider):
             response = await self._client.models.generate_content(
                 model=model_name(item.model), contents=contents, config=config
             )
+        except genai_errors.UnknownApiResponseError as exc:  # a ValueError, but the server's
+            return failure(item.custom_id, code=type(exc).__name__, message=str(exc))
+        except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError too
+            return refused_by_client(item.custom_id, exc)
         except genai_errors.APIError as exc:
             status, code, message, retry_after = _api_error_fields(exc)
             return failure(

@@ -35,6 +35,7 @@ from connector.providers.outcomes import (
     openai_outcome,
     openai_usage,
     parse_retry_after,
+    refused_by_client,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,12 @@ _STATES = {
     "expired": BatchState.EXPIRED,
     "cancelled": BatchState.CANCELLED,
 }
+
+# A 429 on create with one of these codes is a quota, not a rate limit: the organisation is
+# out of credit or over its enqueued-token limit for the model.
+QUOTA_CODES = frozenset({"insufficient_quota", "token_limit_exceeded"})
+# A batch that FAILED with one of these codes was refused for quota after its upload.
+QUOTA_BATCH_ERRORS = frozenset({"token_limit_exceeded", "insufficient_quota"})
 
 # list() is newest first; a batch created this long before ``created_after`` still counts,
 # to absorb clock skew between this host and the provider.
@@ -84,6 +91,7 @@ def _to_provider_error(exc: openai.OpenAIError, *, creating: bool = False) -> Pr
             code=code,
             retry_after=parse_retry_after(exc.response.headers),
             creating=creating,
+            quota=creating and exc.status_code == 429 and code in QUOTA_CODES,
         )
     if isinstance(exc, openai.APIConnectionError):
         return error_for_status("openai", str(exc), status=None, code="connection_error")
@@ -171,15 +179,19 @@ class OpenAIBatchProvider(Provider):
     async def poll(self, handle: BatchHandle) -> BatchStatus:
         batch = await self._retrieve(handle.batch_id)
         counts = batch.request_counts
-        error = batch.errors.data[0] if batch.errors and batch.errors.data else None
+        errors = batch.errors.data if batch.errors and batch.errors.data else []
+        error = errors[0] if errors else None
+        state = _STATES.get(batch.status, BatchState.RUNNING)
         return BatchStatus(
-            state=_STATES.get(batch.status, BatchState.RUNNING),
+            state=state,
             provider_state=batch.status,
             total=counts.total if counts else 0,
             succeeded=counts.completed if counts else 0,
             failed=counts.failed if counts else 0,
             error_code=error.code if error else None,
             error_message=error.message if error else None,
+            quota_exceeded=state is BatchState.FAILED
+            and any(e.code in QUOTA_BATCH_ERRORS for e in errors),
         )
 
     async def results(self, handle: BatchHandle) -> AsyncIterator[Outcome]:
@@ -256,13 +268,10 @@ class OpenAIBatchProvider(Provider):
             )
         except openai.APIConnectionError as exc:
             return failure(item.custom_id, code="connection_error", message=str(exc))
-        except (openai.OpenAIError, KeyError, TypeError, ValueError) as exc:
-            return Outcome(
-                item.custom_id,
-                OutcomeKind.PERMANENT,
-                error_code="invalid_request",
-                error_message=str(exc),
-            )
+        except openai.OpenAIError as exc:
+            return failure(item.custom_id, code=type(exc).__name__, message=str(exc))
+        except (KeyError, TypeError, ValueError) as exc:
+            return refused_by_client(item.custom_id, exc)
         try:
             result = json.loads(response.content)
         except ValueError as exc:

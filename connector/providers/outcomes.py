@@ -121,6 +121,16 @@ def failure(
     )
 
 
+def refused_by_client(custom_id: str, exc: Exception) -> Outcome:
+    """A request the SDK refused before sending it (bad shape): permanent, named by the error."""
+    return Outcome(
+        custom_id=custom_id,
+        kind=OutcomeKind.PERMANENT,
+        error_code=type(exc).__name__,
+        error_message=f"missing field {exc}" if isinstance(exc, KeyError) else str(exc),
+    )
+
+
 def parse_retry_after(
     headers: Mapping[str, str] | None, *, now: float | None = None
 ) -> float | None:

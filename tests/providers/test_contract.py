@@ -272,5 +272,57 @@ async def test_openai_token_limit_fails_the_batch(
     assert status.state is BatchState.FAILED
     assert status.error_code == "token_limit_exceeded"
     assert status.error_message
+    assert status.quota_exceeded
     assert await collect(provider, handle) == {}
+    await provider.aclose()
+
+
+@pytest.mark.parametrize("adapter", ["openai", "gemini-inline"])
+async def test_a_batch_failed_for_another_reason_is_not_quota(
+    adapter: str, emulator: Emulator, emulator_url: tuple[Emulator, str]
+) -> None:
+    provider = make_provider(adapter, emulator_url[1])
+    emulator.set_faults(batch_outcome="failed")
+    handle = await provider.submit("tag-failed", items(provider, ["f0"]))
+    status = await wait_final(provider, handle)
+    assert status.state is BatchState.FAILED
+    assert not status.quota_exceeded
+    await provider.aclose()
+
+
+CLIENT_SIDE_REFUSALS = [
+    ("openai", {"max_tokens": 5}, "KeyError"),  # chat completions without messages
+    ("anthropic", {"messages": [{"role": "user", "content": "hi"}]}, "KeyError"),  # no max_tokens
+    ("gemini-inline", {"contents": 5}, "ValidationError"),
+]
+
+
+@pytest.mark.parametrize(("adapter", "request_body", "error_class"), CLIENT_SIDE_REFUSALS)
+async def test_complete_turns_a_body_the_sdk_refuses_into_a_permanent_outcome(
+    adapter: str,
+    request_body: dict[str, Any],
+    error_class: str,
+    emulator: Emulator,
+    emulator_url: tuple[Emulator, str],
+) -> None:
+    provider = make_provider(adapter, emulator_url[1], max_retries=0)
+    name = provider.name
+    outcome = await provider.complete(BatchItem("x", MODELS[name], ENDPOINTS[name], request_body))
+    assert outcome.kind is OutcomeKind.PERMANENT
+    assert outcome.error_code == error_class and outcome.error_message
+    assert emulator.stats()["sync_calls"][name] == 0  # refused before anything was sent
+    await provider.aclose()
+
+
+async def test_gemini_body_the_sdk_cannot_model_goes_by_file_not_by_exception(
+    emulator: Emulator, emulator_url: tuple[Emulator, str]
+) -> None:
+    provider = make_provider("gemini-inline", emulator_url[1])
+    batch = items(provider, ["good"]) + [
+        BatchItem("bad", MODELS["gemini"], ENDPOINTS["gemini"], {"contents": 5})
+    ]
+    handle = await provider.submit("tag-odd-body", batch)
+    assert emulator.stats()["files_uploaded"] == 1  # the provider answers for the odd body
+    await wait_final(provider, handle)
+    assert set(await collect(provider, handle)) == {"good", "bad"}
     await provider.aclose()

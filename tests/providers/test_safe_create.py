@@ -18,7 +18,7 @@ from aiohttp import web
 
 from connector.emulator import Emulator, EmulatorConfig
 from connector.providers.base import BatchState, Provider
-from connector.providers.exceptions import BatchRejected, ProviderUnavailable
+from connector.providers.exceptions import BatchRejected, ProviderUnavailable, QuotaExceeded
 
 from .conftest import make_provider
 from .test_contract import SUBMIT_ROUTES, items, wait_final
@@ -180,4 +180,88 @@ async def test_a_definite_refusal_is_rejected_with_the_providers_words(
     rejected = await _submit_refused(provider, script, status, body)
     assert (rejected.status, rejected.code, rejected.message) == (status, code, message)
     assert emulator.stats()["batches_created"][_name(adapter)] == 0
+    await provider.aclose()
+
+
+QUOTA_REFUSALS = [
+    (
+        "openai",
+        429,
+        {
+            "error": {
+                "message": "out of credit",
+                "type": "insufficient_quota",
+                "code": "insufficient_quota",
+            }
+        },
+    ),
+    (
+        "openai",
+        429,
+        {
+            "error": {
+                "message": "enqueued",
+                "type": "invalid_request_error",
+                "code": "token_limit_exceeded",
+            }
+        },
+    ),
+    (
+        "anthropic",
+        429,
+        {
+            "type": "error",
+            "error": {
+                "type": "rate_limit_error",
+                "message": "monthly limit",
+                "details": {"error_code": "enforced_spend_limit_reached"},
+            },
+        },
+    ),
+    ("anthropic", 402, {"type": "error", "error": {"type": "billing_error", "message": "unpaid"}}),
+    (
+        "gemini-inline",
+        429,
+        {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}},
+    ),
+    (
+        "gemini-file",
+        429,
+        {"error": {"code": 429, "message": "quota", "status": "RESOURCE_EXHAUSTED"}},
+    ),
+]
+RATE_LIMITS = [
+    (
+        "openai",
+        429,
+        {"error": {"message": "slow", "type": "requests", "code": "rate_limit_exceeded"}},
+    ),
+    ("anthropic", 429, {"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}}),
+]
+
+
+@pytest.mark.parametrize(("adapter", "status", "body"), QUOTA_REFUSALS)
+async def test_a_quota_refusal_on_create_is_quota_exceeded(
+    adapter: str, status: int, body: dict[str, Any], scripted: tuple[Emulator, str, list[Scripted]]
+) -> None:
+    emulator, url, script = scripted
+    provider = make_provider(adapter, url)
+    script.append(Scripted(SUBMIT_ROUTES[provider.name], status, body))
+    with pytest.raises(QuotaExceeded) as raised:
+        await provider.submit("tag-quota", items(provider, ["q0"]))
+    assert raised.value.status == status and raised.value.code
+    assert script[0].seen == 1
+    await provider.aclose()
+
+
+@pytest.mark.parametrize(("adapter", "status", "body"), RATE_LIMITS)
+async def test_a_rate_limit_on_create_is_not_a_quota(
+    adapter: str, status: int, body: dict[str, Any], scripted: tuple[Emulator, str, list[Scripted]]
+) -> None:
+    emulator, url, script = scripted
+    provider = make_provider(adapter, url)
+    script.append(Scripted(SUBMIT_ROUTES[provider.name], status, body))
+    with pytest.raises(ProviderUnavailable) as raised:
+        await provider.submit("tag-slow", items(provider, ["s0"]))
+    assert not isinstance(raised.value, QuotaExceeded)
     await provider.aclose()
