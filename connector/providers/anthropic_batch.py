@@ -1,16 +1,17 @@
 """Anthropic Message Batches adapter on ``anthropic.AsyncAnthropic``.
 
 A Message Batch has no metadata field, so the connector's tag cannot travel with it.
-``find`` therefore matches on what a batch does show: its creation time (at or after the
-intent was written) and its request count. Two batches of the same size created in the same
-window are indistinguishable; ``find`` then picks the earliest and logs every candidate.
+``find`` therefore narrows by what a batch does show (its creation time and request count)
+and adopts a candidate only after its results show exactly the custom ids the connector
+submitted. Results are readable only once a batch has ended, so while a candidate that could
+be the one is still running, ``find`` raises ``ReconcilePending`` instead of guessing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from typing import Any
 
 import anthropic
@@ -29,6 +30,7 @@ from connector.providers.exceptions import (
     BatchRejected,
     ProviderError,
     ProviderUnavailable,
+    ReconcilePending,
     error_for_status,
 )
 from connector.providers.jsonl import outcomes_from_lines
@@ -49,6 +51,8 @@ ENDPOINT = "/v1/messages"
 # list() is newest first; a batch created this long before ``created_after`` still counts,
 # to absorb clock skew between this host and the provider.
 FIND_CLOCK_SLACK_S = 60.0
+# How long to wait before looking again while a candidate batch has not ended.
+RECONCILE_RETRY_S = 60.0
 
 
 def request_params(item: BatchItem) -> dict[str, Any]:
@@ -96,6 +100,29 @@ def _to_provider_error(exc: anthropic.AnthropicError, *, creating: bool = False)
         # A create that failed any other way (say, on its response) may have made a batch.
         return ProviderUnavailable(str(exc), provider="anthropic", code=type(exc).__name__)
     return ProviderError(str(exc), provider="anthropic")
+
+
+async def lists_exactly(lines: AsyncIterable[str | bytes], custom_ids: frozenset[str]) -> bool:
+    """Whether result ``lines`` name each of ``custom_ids`` once and nothing else.
+
+    Stops at the first foreign or repeated id. A line that cannot be read proves nothing
+    either way; it counts towards the total, so one unreadable line still lets a batch
+    whose every other line is ours be adopted (the request it hid is then retried).
+    """
+    seen: set[str] = set()
+    unreadable = 0
+    async for line in lines:
+        if not line.strip():
+            continue
+        try:
+            custom_id = json.loads(line)["custom_id"]
+        except (ValueError, KeyError, TypeError):
+            unreadable += 1
+            continue
+        if custom_id not in custom_ids or custom_id in seen:
+            return False
+        seen.add(custom_id)
+    return len(seen) + unreadable == len(custom_ids)
 
 
 def _state(batch: Any) -> BatchState:
@@ -193,44 +220,68 @@ class AnthropicBatchProvider(Provider):
             raise _to_provider_error(exc) from exc
 
     async def find(
-        self, tag: str, *, created_after: float | None = None, expected_count: int | None = None
+        self,
+        tag: str,
+        *,
+        created_after: float | None = None,
+        expected_count: int | None = None,
+        custom_ids: frozenset[str] | None = None,
     ) -> BatchHandle | None:
-        """The batch created at or after ``created_after`` with ``expected_count`` requests.
+        """The batch holding exactly ``custom_ids``, created at or after ``created_after``.
 
-        Without ``created_after`` nothing can be told apart, so nothing is found.
+        Candidates: batches created since ``created_after`` (less clock slack) with
+        ``len(custom_ids)`` requests (``expected_count`` is not needed). The newest candidate
+        whose results list exactly ``custom_ids`` is adopted, unless a newer candidate has not
+        ended: that one could be the batch, so ``ReconcilePending`` is raised. Without
+        ``created_after`` or ``custom_ids`` nothing can be verified, so nothing is found.
         """
-        if created_after is None:
+        if created_after is None or not custom_ids:
             return None
-        candidates = []
+        pending: list[str] = []
+        for batch in await self._candidates(created_after - FIND_CLOCK_SLACK_S, len(custom_ids)):
+            if batch.processing_status != "ended":
+                pending.append(batch.id)
+            elif await self._holds_exactly(batch.id, custom_ids):
+                if pending:
+                    break
+                return BatchHandle(
+                    provider=self.name,
+                    batch_id=batch.id,
+                    tag=tag,
+                    created_at=batch.created_at.timestamp(),
+                    extra={"count": len(custom_ids)},
+                )
+        if pending:
+            raise ReconcilePending(
+                f"tag {tag}: candidate batches {pending} have not ended; their results will "
+                "show whether one of them is this batch",
+                provider=self.name,
+                retry_after=RECONCILE_RETRY_S,
+            )
+        return None
+
+    async def _candidates(self, since: float, count: int) -> list[Any]:
+        """Batches created at or after ``since`` with ``count`` requests, newest first."""
+        found = []
         try:
             async for batch in self._client.messages.batches.list(limit=100):
-                created = batch.created_at.timestamp()
-                if created < created_after - FIND_CLOCK_SLACK_S:
+                if batch.created_at.timestamp() < since:
                     break
-                if expected_count is None or _total(batch) == expected_count:
-                    candidates.append((created, batch.id))
+                if _total(batch) == count:
+                    found.append(batch)
         except anthropic.AnthropicError as exc:
             raise _to_provider_error(exc) from exc
-        if not candidates:
-            return None
-        candidates.sort()
-        if len(candidates) > 1:
-            log.warning(
-                "tag %s: %d Anthropic batches match (created after %s, %s requests): %s; taking the earliest",
-                tag,
-                len(candidates),
-                created_after,
-                expected_count,
-                [batch_id for _, batch_id in candidates],
-            )
-        created, batch_id = candidates[0]
-        return BatchHandle(
-            provider=self.name,
-            batch_id=batch_id,
-            tag=tag,
-            created_at=created,
-            extra={"count": expected_count} if expected_count is not None else {},
-        )
+        return found
+
+    async def _holds_exactly(self, batch_id: str, custom_ids: frozenset[str]) -> bool:
+        """Whether an ended batch's results list exactly ``custom_ids`` (read until a foreign one)."""
+        try:
+            async with self._client.messages.batches.with_streaming_response.results(
+                batch_id
+            ) as response:
+                return await lists_exactly(response.iter_lines(), custom_ids)
+        except anthropic.AnthropicError as exc:
+            raise _to_provider_error(exc) from exc
 
     async def complete(self, item: BatchItem) -> Outcome:
         rest = {key: value for key, value in item.body.items() if key != "stream"}

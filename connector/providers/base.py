@@ -154,8 +154,26 @@ class Provider(abc.ABC):
         """Ask the provider to cancel; idempotent."""
 
     @abc.abstractmethod
-    async def find(self, tag: str, *, created_after: float | None = None, expected_count: int | None = None) -> BatchHandle | None:
-        """Find a batch submitted earlier with ``tag`` (reconciliation after a crash)."""
+    async def find(
+        self,
+        tag: str,
+        *,
+        created_after: float | None = None,
+        expected_count: int | None = None,
+        custom_ids: frozenset[str] | None = None,
+    ) -> BatchHandle | None:
+        """The provider batch an earlier ``submit(tag, items)`` made, or None if there is none.
+
+        Reconciliation after a crash or a ``ProviderUnavailable`` from ``submit``: call it
+        before submitting again. ``created_after`` (epoch seconds, when the intent was
+        written) bounds the search; ``custom_ids`` are the items' ids exactly as submitted.
+        OpenAI and Gemini match the tag they carry; Anthropic batches carry none, so a batch
+        is adopted only once its results show exactly ``custom_ids``.
+
+        Raises:
+            ReconcilePending: not decidable yet (a candidate has not ended); wait
+                ``retry_after`` and call again. Never submit meanwhile.
+        """
 
     @abc.abstractmethod
     async def complete(self, item: BatchItem) -> Outcome:

@@ -55,6 +55,15 @@ class QuotaExceeded(ProviderUnavailable):
     """
 
 
+class ReconcilePending(ProviderUnavailable):
+    """``find`` cannot tell yet whether the batch exists: a candidate has not ended.
+
+    Anthropic batches carry no tag; a candidate is proven to be the batch only by its
+    results, which are readable once it has ended. Wait ``retry_after`` and call ``find``
+    again; never submit while this is raised.
+    """
+
+
 class BatchRejected(ProviderError):
     """The provider refused the batch or the request as invalid; resubmitting cannot help."""
 

@@ -357,9 +357,17 @@ class GeminiBatchProvider(Provider):
             raise _to_provider_error(exc) from exc
 
     async def find(
-        self, tag: str, *, created_after: float | None = None, expected_count: int | None = None
+        self,
+        tag: str,
+        *,
+        created_after: float | None = None,
+        expected_count: int | None = None,
+        custom_ids: frozenset[str] | None = None,
     ) -> BatchHandle | None:
-        """The job whose display name is ``tag`` (the newest, if creation was repeated)."""
+        """The job whose display name is ``tag`` (the newest, if creation was repeated).
+
+        The tag alone is exact; ``custom_ids`` is not needed.
+        """
         found: types.BatchJob | None = None
         try:
             async for job in await self._client.batches.list(config={"page_size": 100}):

@@ -226,9 +226,14 @@ class OpenAIBatchProvider(Provider):
             raise _to_provider_error(exc) from exc
 
     async def find(
-        self, tag: str, *, created_after: float | None = None, expected_count: int | None = None
+        self,
+        tag: str,
+        *,
+        created_after: float | None = None,
+        expected_count: int | None = None,
+        custom_ids: frozenset[str] | None = None,
     ) -> BatchHandle | None:
-        """The newest batch whose metadata carries ``tag``; ``expected_count`` is not needed."""
+        """The newest batch whose metadata carries ``tag``; the tag alone is exact."""
         try:
             async for batch in self._client.batches.list(limit=100):
                 if (

@@ -104,7 +104,7 @@ class FakeProvider(Provider):
     async def cancel(self, handle: BatchHandle) -> None:
         self.batches[handle.batch_id]["state"] = BatchState.CANCELLED
 
-    async def find(self, tag, *, created_after=None, expected_count=None):
+    async def find(self, tag, *, created_after=None, expected_count=None, custom_ids=None):
         for batch_id, batch in self.batches.items():
             if batch["tag"] == tag:
                 return BatchHandle(self.name, batch_id, tag)

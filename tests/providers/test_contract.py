@@ -18,7 +18,7 @@ from connector.providers.base import (
     OutcomeKind,
     Provider,
 )
-from connector.providers.exceptions import ProviderUnavailable
+from connector.providers.exceptions import ProviderUnavailable, ReconcilePending
 from connector.providers.ids import assign_custom_ids
 
 from .conftest import make_provider
@@ -219,16 +219,36 @@ async def test_malformed_line_is_counted_not_fatal(
     await provider.aclose()
 
 
+async def find_settled(provider: Provider, tag: str, **bounds: Any) -> BatchHandle | None:
+    """``find``, asked again while it is pending, for at most 10 s (then its error stands)."""
+    for _ in range(200):
+        try:
+            return await provider.find(tag, **bounds)
+        except ReconcilePending as pending:
+            assert pending.retry_after and pending.retry_after > 0
+            await asyncio.sleep(0.05)
+    return await provider.find(tag, **bounds)
+
+
 async def test_find_after_submit(provider: Provider, emulator: Emulator) -> None:
     started = time.time()
     await provider.submit("tag-other", items(provider, ["o0", "o1", "o2"]))
     handle = await provider.submit("tag-find", items(provider, ["f0", "f1"]))
-    found = await provider.find("tag-find", created_after=started, expected_count=2)
-    assert found is not None and found.batch_id == handle.batch_id
-    assert (
-        await provider.find("tag-missing", created_after=time.time() + 3600, expected_count=2)
-        is None
+    found = await find_settled(
+        provider,
+        "tag-find",
+        created_after=started,
+        expected_count=2,
+        custom_ids=frozenset({"f0", "f1"}),
     )
+    assert found is not None and found.batch_id == handle.batch_id
+    missing = await provider.find(
+        "tag-missing",
+        created_after=time.time() + 3600,
+        expected_count=2,
+        custom_ids=frozenset({"m0", "m1"}),
+    )
+    assert missing is None
 
 
 @pytest.mark.parametrize("adapter", ["openai", "anthropic", "gemini-inline"])

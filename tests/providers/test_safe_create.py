@@ -9,6 +9,7 @@ middleware on a private emulator scripts those.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from connector.providers.base import BatchState, Provider
 from connector.providers.exceptions import BatchRejected, ProviderUnavailable, QuotaExceeded
 
 from .conftest import make_provider
-from .test_contract import SUBMIT_ROUTES, items, wait_final
+from .test_contract import SUBMIT_ROUTES, find_settled, items, wait_final
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -116,11 +117,18 @@ async def test_a_lost_create_response_is_unavailable_and_not_resent(
     emulator, url, script = scripted
     provider = make_provider(adapter, url, max_retries=2)
     script.append(Scripted(SUBMIT_ROUTES[provider.name]))
+    started = time.time()
     with pytest.raises(ProviderUnavailable) as raised:
         await provider.submit("tag-lost", items(provider, ["l0", "l1"]))
     assert raised.value.status is None
     assert script[0].seen == 1
     assert emulator.stats()["batches_created"][provider.name] == 1
+    # What the lane does next: look before submitting again, and find the batch.
+    found = await find_settled(
+        provider, "tag-lost", created_after=started, custom_ids=frozenset({"l0", "l1"})
+    )
+    created = emulator.stats()["batches"][0]["id"]
+    assert found is not None and found.batch_id == created
     await provider.aclose()
 
 
