@@ -9,12 +9,14 @@ be the one is still running, ``find`` raises ``ReconcilePending`` instead of gue
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import anthropic
+from anthropic.types.messages import MessageBatch
 
 from connector.config import ProviderSettings
 from connector.providers.base import (
@@ -39,9 +41,10 @@ from connector.providers.outcomes import (
     anthropic_error_fields,
     anthropic_outcome,
     anthropic_usage,
-    failure,
+    error_outcome,
     parse_retry_after,
     refused_by_client,
+    undecodable,
 )
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,7 @@ RECONCILE_RETRY_S = 60.0
 
 
 def request_params(item: BatchItem) -> dict[str, Any]:
+    """The Messages API body of one batch request (the item's model wins)."""
     return {**item.body, "model": item.model}
 
 
@@ -82,11 +86,14 @@ def _is_quota(exc: anthropic.APIStatusError) -> bool:
     )
 
 
-def _to_provider_error(exc: anthropic.AnthropicError, *, creating: bool = False) -> ProviderError:
+def to_provider_error(
+    exc: anthropic.AnthropicError, provider: str, *, creating: bool = False
+) -> ProviderError:
+    """The project error for an ``anthropic`` SDK error (``creating``: see ``error_for_status``)."""
     if isinstance(exc, anthropic.APIStatusError):
         error_type, message = anthropic_error_fields(exc.body)
         return error_for_status(
-            "anthropic",
+            provider,
             message or str(exc),
             status=exc.status_code,
             code=exc.error_code or error_type,  # the specific cause, where the API names one
@@ -95,11 +102,11 @@ def _to_provider_error(exc: anthropic.AnthropicError, *, creating: bool = False)
             quota=creating and _is_quota(exc),
         )
     if isinstance(exc, anthropic.APIConnectionError):
-        return error_for_status("anthropic", str(exc), status=None, code="connection_error")
+        return error_for_status(provider, str(exc), status=None, code="connection_error")
     if creating:
         # A create that failed any other way (say, on its response) may have made a batch.
-        return ProviderUnavailable(str(exc), provider="anthropic", code=type(exc).__name__)
-    return ProviderError(str(exc), provider="anthropic")
+        return ProviderUnavailable(str(exc), provider=provider, code=type(exc).__name__)
+    return ProviderError(str(exc), provider=provider, code=type(exc).__name__)
 
 
 async def lists_exactly(lines: AsyncIterable[str | bytes], custom_ids: frozenset[str]) -> bool:
@@ -125,7 +132,7 @@ async def lists_exactly(lines: AsyncIterable[str | bytes], custom_ids: frozenset
     return len(seen) + unreadable == len(custom_ids)
 
 
-def _state(batch: Any) -> BatchState:
+def _state(batch: MessageBatch) -> BatchState:
     if batch.processing_status == "in_progress":
         return BatchState.RUNNING
     if batch.processing_status == "canceling":
@@ -137,12 +144,26 @@ def _state(batch: Any) -> BatchState:
     return BatchState.ENDED
 
 
-def _total(batch: Any) -> int:
+def _total(batch: MessageBatch) -> int:
     counts = batch.request_counts
     return counts.processing + counts.succeeded + counts.errored + counts.canceled + counts.expired
 
 
+def batch_status(batch: MessageBatch) -> BatchStatus:
+    """A Message Batch as a ``BatchStatus`` (Anthropic batches never fail as a whole)."""
+    counts = batch.request_counts
+    return BatchStatus(
+        state=_state(batch),
+        provider_state=batch.processing_status,
+        total=_total(batch),
+        succeeded=counts.succeeded,
+        failed=counts.errored + counts.canceled + counts.expired,
+    )
+
+
 class AnthropicBatchProvider(Provider):
+    """Anthropic Message Batches: requests inline in the create call, no tag on the batch."""
+
     name = "anthropic"
     limits = ANTHROPIC_LIMITS
 
@@ -161,14 +182,21 @@ class AnthropicBatchProvider(Provider):
         self._create_client = self._client.with_options(max_retries=0)
         self.malformed_lines = 0
 
+    @contextlib.contextmanager
+    def _sdk_errors(self, *, creating: bool = False) -> Iterator[None]:
+        """Re-raise an ``anthropic`` error from the block as the project's ``ProviderError``."""
+        try:
+            yield
+        except anthropic.AnthropicError as exc:
+            raise to_provider_error(exc, self.name, creating=creating) from exc
+
     async def submit(self, tag: str, items: Sequence[BatchItem]) -> BatchHandle:
+        """Create the batch with every request inline (once; see ``Provider.submit``)."""
         if not items:
             raise BatchRejected("a batch needs at least one request", provider=self.name)
         requests = [{"custom_id": item.custom_id, "params": request_params(item)} for item in items]
-        try:
+        with self._sdk_errors(creating=True):
             batch = await self._create_client.messages.batches.create(requests=requests)  # type: ignore[arg-type]
-        except anthropic.AnthropicError as exc:
-            raise _to_provider_error(exc, creating=True) from exc
         return BatchHandle(
             provider=self.name,
             batch_id=batch.id,
@@ -178,23 +206,15 @@ class AnthropicBatchProvider(Provider):
         )
 
     async def poll(self, handle: BatchHandle) -> BatchStatus:
-        try:
-            batch = await self._client.messages.batches.retrieve(handle.batch_id)
-        except anthropic.AnthropicError as exc:
-            raise _to_provider_error(exc) from exc
-        counts = batch.request_counts
-        return BatchStatus(
-            state=_state(batch),
-            provider_state=batch.processing_status,
-            total=_total(batch),
-            succeeded=counts.succeeded,
-            failed=counts.errored + counts.canceled + counts.expired,
-        )
+        """The batch's processing status and request counts."""
+        with self._sdk_errors():
+            return batch_status(await self._client.messages.batches.retrieve(handle.batch_id))
 
     async def results(self, handle: BatchHandle) -> AsyncIterator[Outcome]:
+        """Every line of the batch's results file."""
         # The SDK's own JSONL decoder stops at the first malformed line and reads 64-byte
         # chunks; the streamed raw response gives whole lines from httpx instead.
-        try:
+        with self._sdk_errors():
             async with self._client.messages.batches.with_streaming_response.results(
                 handle.batch_id
             ) as response:
@@ -205,19 +225,15 @@ class AnthropicBatchProvider(Provider):
                     on_malformed=self._count_malformed,
                 ):
                     yield outcome
-        except anthropic.AnthropicError as exc:
-            raise _to_provider_error(exc) from exc
 
     async def cancel(self, handle: BatchHandle) -> None:
+        """Ask for cancellation; a batch that already ended counts as cancelled."""
         try:
-            await self._client.messages.batches.cancel(handle.batch_id)
-        except anthropic.APIStatusError as exc:
-            # Cancelling a batch that already ended is refused; that is success here.
-            if exc.status_code in (400, 409) and (await self.poll(handle)).state.is_final:
-                return
-            raise _to_provider_error(exc) from exc
-        except anthropic.AnthropicError as exc:
-            raise _to_provider_error(exc) from exc
+            with self._sdk_errors():
+                await self._client.messages.batches.cancel(handle.batch_id)
+        except ProviderError as error:
+            if not await self._already_final(error, handle):
+                raise
 
     async def find(
         self,
@@ -260,60 +276,49 @@ class AnthropicBatchProvider(Provider):
             )
         return None
 
-    async def _candidates(self, since: float, count: int) -> list[Any]:
+    async def _candidates(self, since: float, count: int) -> list[MessageBatch]:
         """Batches created at or after ``since`` with ``count`` requests, newest first."""
         found = []
-        try:
+        with self._sdk_errors():
             async for batch in self._client.messages.batches.list(limit=100):
                 if batch.created_at.timestamp() < since:
                     break
                 if _total(batch) == count:
                     found.append(batch)
-        except anthropic.AnthropicError as exc:
-            raise _to_provider_error(exc) from exc
         return found
 
     async def _holds_exactly(self, batch_id: str, custom_ids: frozenset[str]) -> bool:
         """Whether an ended batch's results list exactly ``custom_ids`` (read until a foreign one)."""
-        try:
+        with self._sdk_errors():
             async with self._client.messages.batches.with_streaming_response.results(
                 batch_id
             ) as response:
                 return await lists_exactly(response.iter_lines(), custom_ids)
-        except anthropic.AnthropicError as exc:
-            raise _to_provider_error(exc) from exc
 
     async def complete(self, item: BatchItem) -> Outcome:
+        """One synchronous Messages call; every failure becomes an outcome."""
         rest = {key: value for key, value in item.body.items() if key != "stream"}
         try:
             max_tokens = rest.pop("max_tokens")
             messages = rest.pop("messages")
             rest.pop("model", None)
-            response = await self._client.messages.with_raw_response.create(
-                model=item.model, max_tokens=max_tokens, messages=messages, extra_body=rest
-            )
-        except anthropic.APIStatusError as exc:
-            code, message = anthropic_error_fields(exc.body)
-            return failure(
-                item.custom_id,
-                status=exc.status_code,
-                code=code,
-                message=message or str(exc),
-                retry_after=parse_retry_after(exc.response.headers),
-            )
-        except anthropic.APIConnectionError as exc:
-            return failure(item.custom_id, code="connection_error", message=str(exc))
-        except anthropic.AnthropicError as exc:
-            return failure(item.custom_id, code=type(exc).__name__, message=str(exc))
+            with self._sdk_errors():
+                response = await self._client.messages.with_raw_response.create(
+                    model=item.model, max_tokens=max_tokens, messages=messages, extra_body=rest
+                )
+        except ProviderError as error:
+            return error_outcome(item.custom_id, error)
         except (KeyError, TypeError, ValueError) as exc:
             return refused_by_client(item.custom_id, exc)
         try:
-            result = json.loads(await response.read())
-        except (ValueError, anthropic.AnthropicError) as exc:
-            return failure(item.custom_id, code="api_error", message=f"undecodable response: {exc}")
+            with self._sdk_errors():
+                result = json.loads(await response.read())
+        except (ProviderError, ValueError) as exc:
+            return undecodable(item.custom_id, exc, code="api_error")
         return Outcome(
             item.custom_id, OutcomeKind.SUCCEEDED, body=result, usage=anthropic_usage(result)
         )
 
     async def aclose(self) -> None:
+        """Close the SDK client (the create copy shares its connection pool)."""
         await self._client.close()

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from connector.providers.exceptions import ProviderError
+
 
 class BatchState(StrEnum):
     """Provider batch states, normalised across the three APIs."""
@@ -27,7 +29,13 @@ class BatchState(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self in {BatchState.ENDED, BatchState.FAILED, BatchState.EXPIRED, BatchState.CANCELLED}
+        """Whether the batch will not change any more."""
+        return self in {
+            BatchState.ENDED,
+            BatchState.FAILED,
+            BatchState.EXPIRED,
+            BatchState.CANCELLED,
+        }
 
 
 class OutcomeKind(StrEnum):
@@ -64,6 +72,8 @@ class BatchItem:
 
 @dataclass(frozen=True, slots=True)
 class ProviderLimits:
+    """What one provider batch may hold; ``split`` packs requests to these."""
+
     max_requests: int  # per batch
     max_bytes: int  # per batch, serialised input
     one_model_per_batch: bool
@@ -183,6 +193,10 @@ class Provider(abc.ABC):
 
     def _count_malformed(self) -> None:
         self.malformed_lines += 1
+
+    async def _already_final(self, error: ProviderError, handle: BatchHandle) -> bool:
+        """Whether a refused cancel (400/409) was refused because the batch already ended."""
+        return error.status in (400, 409) and (await self.poll(handle)).state.is_final
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release SDK clients."""

@@ -12,6 +12,8 @@ from connector.errors import BatchBridgeError
 class ProviderError(BatchBridgeError):
     """A provider call failed; ``status`` and ``code`` are the provider's own, when known."""
 
+    retry_after: float | None = None  # seconds; only ProviderUnavailable carries a hint
+
     def __init__(
         self,
         message: str,

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import IO, Any
 
 import openai
+from openai.types import Batch
 
 from connector.config import ProviderSettings
 from connector.providers.base import (
@@ -30,12 +32,13 @@ from connector.providers.exceptions import (
 from connector.providers.jsonl import outcomes_from_lines
 from connector.providers.limits import OPENAI_LIMITS
 from connector.providers.outcomes import (
-    failure,
+    error_outcome,
     openai_error_fields,
     openai_outcome,
     openai_usage,
     parse_retry_after,
     refused_by_client,
+    undecodable,
 )
 
 log = logging.getLogger(__name__)
@@ -81,11 +84,14 @@ def _write_input(file: IO[bytes], items: Sequence[BatchItem]) -> None:
     file.seek(0)
 
 
-def _to_provider_error(exc: openai.OpenAIError, *, creating: bool = False) -> ProviderError:
+def to_provider_error(
+    exc: openai.OpenAIError, provider: str, *, creating: bool = False
+) -> ProviderError:
+    """The project error for an ``openai`` SDK error (``creating``: see ``error_for_status``)."""
     if isinstance(exc, openai.APIStatusError):
         code, message = openai_error_fields(exc.body)
         return error_for_status(
-            "openai",
+            provider,
             message or str(exc),
             status=exc.status_code,
             code=code,
@@ -94,14 +100,35 @@ def _to_provider_error(exc: openai.OpenAIError, *, creating: bool = False) -> Pr
             quota=creating and exc.status_code == 429 and code in QUOTA_CODES,
         )
     if isinstance(exc, openai.APIConnectionError):
-        return error_for_status("openai", str(exc), status=None, code="connection_error")
+        return error_for_status(provider, str(exc), status=None, code="connection_error")
     if creating:
         # A create that failed any other way (say, on its response) may have made a batch.
-        return ProviderUnavailable(str(exc), provider="openai", code=type(exc).__name__)
-    return ProviderError(str(exc), provider="openai")
+        return ProviderUnavailable(str(exc), provider=provider, code=type(exc).__name__)
+    return ProviderError(str(exc), provider=provider, code=type(exc).__name__)
+
+
+def batch_status(batch: Batch) -> BatchStatus:
+    """An OpenAI batch object as a ``BatchStatus``."""
+    counts = batch.request_counts
+    errors = batch.errors.data if batch.errors and batch.errors.data else []
+    error = errors[0] if errors else None
+    state = _STATES.get(batch.status, BatchState.RUNNING)
+    return BatchStatus(
+        state=state,
+        provider_state=batch.status,
+        total=counts.total if counts else 0,
+        succeeded=counts.completed if counts else 0,
+        failed=counts.failed if counts else 0,
+        error_code=error.code if error else None,
+        error_message=error.message if error else None,
+        quota_exceeded=state is BatchState.FAILED
+        and any(e.code in QUOTA_BATCH_ERRORS for e in errors),
+    )
 
 
 class OpenAIBatchProvider(Provider):
+    """The OpenAI Batch API: a JSONL file upload, then a batch tagged through its metadata."""
+
     name = "openai"
     limits = OPENAI_LIMITS
 
@@ -120,7 +147,49 @@ class OpenAIBatchProvider(Provider):
         self._create_client = self._client.with_options(max_retries=0)
         self.malformed_lines = 0
 
+    @contextlib.contextmanager
+    def _sdk_errors(self, *, creating: bool = False) -> Iterator[None]:
+        """Re-raise an ``openai`` error from the block as the project's ``ProviderError``."""
+        try:
+            yield
+        except openai.OpenAIError as exc:
+            raise to_provider_error(exc, self.name, creating=creating) from exc
+
     async def submit(self, tag: str, items: Sequence[BatchItem]) -> BatchHandle:
+        """Upload the input file, then create the batch (once; see ``Provider.submit``)."""
+        endpoint = self._endpoint_of(items)
+        # A temporary file, not bytes: a 200 MB input must not sit in memory twice.
+        with tempfile.TemporaryFile() as input_file:
+            await asyncio.to_thread(_write_input, input_file, items)
+            # The upload keeps the SDK's retries: a file uploaded twice is not a batch.
+            with self._sdk_errors(creating=True):
+                uploaded = await self._client.files.create(
+                    file=(f"batchbridge-{tag}.jsonl", input_file, "application/jsonl"),
+                    purpose="batch",
+                )
+        try:
+            with self._sdk_errors(creating=True):
+                batch = await self._create_client.batches.create(
+                    input_file_id=uploaded.id,
+                    endpoint=endpoint,  # type: ignore[arg-type]
+                    completion_window="24h",
+                    metadata={TAG_METADATA_KEY: tag},
+                )
+        except ProviderError as error:
+            if not isinstance(error, ProviderUnavailable):
+                # Refused: no batch reads the file. Otherwise a batch may exist that needs it.
+                await self._delete_file(uploaded.id)
+            raise
+        return BatchHandle(
+            provider=self.name,
+            batch_id=batch.id,
+            tag=tag,
+            created_at=float(batch.created_at),
+            extra={"input_file_id": uploaded.id},
+        )
+
+    def _endpoint_of(self, items: Sequence[BatchItem]) -> str:
+        """The one endpoint of a valid batch; ``BatchRejected`` for anything else."""
         if not items:
             raise BatchRejected("a batch needs at least one request", provider=self.name)
         endpoints = {item.endpoint for item in items}
@@ -130,39 +199,7 @@ class OpenAIBatchProvider(Provider):
                 f"one model and one endpoint per batch, got {sorted(models)} / {sorted(endpoints)}",
                 provider=self.name,
             )
-        endpoint = endpoints.pop()
-        # A temporary file, not bytes: a 200 MB input must not sit in memory twice.
-        with tempfile.TemporaryFile() as input_file:
-            await asyncio.to_thread(_write_input, input_file, items)
-            try:
-                # The upload keeps the SDK's retries: a file uploaded twice is not a batch
-                # and costs nothing.
-                uploaded = await self._client.files.create(
-                    file=(f"batchbridge-{tag}.jsonl", input_file, "application/jsonl"),
-                    purpose="batch",
-                )
-            except openai.OpenAIError as exc:
-                raise _to_provider_error(exc, creating=True) from exc
-        try:
-            batch = await self._create_client.batches.create(
-                input_file_id=uploaded.id,
-                endpoint=endpoint,  # type: ignore[arg-type]
-                completion_window="24h",
-                metadata={TAG_METADATA_KEY: tag},
-            )
-        except openai.OpenAIError as exc:
-            error = _to_provider_error(exc, creating=True)
-            if not isinstance(error, ProviderUnavailable):
-                # Refused: no batch reads the file. Otherwise a batch may exist that needs it.
-                await self._delete_file(uploaded.id)
-            raise error from exc
-        return BatchHandle(
-            provider=self.name,
-            batch_id=batch.id,
-            tag=tag,
-            created_at=float(batch.created_at),
-            extra={"input_file_id": uploaded.id},
-        )
+        return endpoints.pop()
 
     async def _delete_file(self, file_id: str) -> None:
         try:
@@ -170,60 +207,39 @@ class OpenAIBatchProvider(Provider):
         except openai.OpenAIError:
             log.warning("could not delete orphaned input file %s", file_id, exc_info=True)
 
-    async def _retrieve(self, batch_id: str) -> Any:
-        try:
-            return await self._client.batches.retrieve(batch_id)
-        except openai.OpenAIError as exc:
-            raise _to_provider_error(exc) from exc
-
     async def poll(self, handle: BatchHandle) -> BatchStatus:
-        batch = await self._retrieve(handle.batch_id)
-        counts = batch.request_counts
-        errors = batch.errors.data if batch.errors and batch.errors.data else []
-        error = errors[0] if errors else None
-        state = _STATES.get(batch.status, BatchState.RUNNING)
-        return BatchStatus(
-            state=state,
-            provider_state=batch.status,
-            total=counts.total if counts else 0,
-            succeeded=counts.completed if counts else 0,
-            failed=counts.failed if counts else 0,
-            error_code=error.code if error else None,
-            error_message=error.message if error else None,
-            quota_exceeded=state is BatchState.FAILED
-            and any(e.code in QUOTA_BATCH_ERRORS for e in errors),
-        )
+        """The batch's state, counts and batch-level error."""
+        with self._sdk_errors():
+            return batch_status(await self._client.batches.retrieve(handle.batch_id))
 
     async def results(self, handle: BatchHandle) -> AsyncIterator[Outcome]:
-        batch = await self._retrieve(handle.batch_id)
+        """Every line of the output file, then of the error file (either may be missing)."""
+        with self._sdk_errors():
+            batch = await self._client.batches.retrieve(handle.batch_id)
         for file_id in (batch.output_file_id, batch.error_file_id):
             if file_id:
                 async for outcome in self._read_file(file_id):
                     yield outcome
 
     async def _read_file(self, file_id: str) -> AsyncIterator[Outcome]:
-        try:
+        with self._sdk_errors():
             async with self._client.files.with_streaming_response.content(file_id) as response:
                 async for outcome in outcomes_from_lines(
                     response.iter_lines(),
                     openai_outcome,
-                    source=f"OpenAI file {file_id}",
+                    source=f"{self.name} file {file_id}",
                     on_malformed=self._count_malformed,
                 ):
                     yield outcome
-        except openai.OpenAIError as exc:
-            raise _to_provider_error(exc) from exc
 
     async def cancel(self, handle: BatchHandle) -> None:
+        """Ask for cancellation; a batch that already ended counts as cancelled."""
         try:
-            await self._client.batches.cancel(handle.batch_id)
-        except openai.APIStatusError as exc:
-            # Cancelling a batch that already ended is refused; that is success here.
-            if exc.status_code in (400, 409) and (await self.poll(handle)).state.is_final:
-                return
-            raise _to_provider_error(exc) from exc
-        except openai.OpenAIError as exc:
-            raise _to_provider_error(exc) from exc
+            with self._sdk_errors():
+                await self._client.batches.cancel(handle.batch_id)
+        except ProviderError as error:
+            if not await self._already_final(error, handle):
+                raise
 
     async def find(
         self,
@@ -234,7 +250,7 @@ class OpenAIBatchProvider(Provider):
         custom_ids: frozenset[str] | None = None,
     ) -> BatchHandle | None:
         """The newest batch whose metadata carries ``tag``; the tag alone is exact."""
-        try:
+        with self._sdk_errors():
             async for batch in self._client.batches.list(limit=100):
                 if (
                     created_after is not None
@@ -249,11 +265,10 @@ class OpenAIBatchProvider(Provider):
                         created_at=float(batch.created_at),
                         extra={"input_file_id": batch.input_file_id},
                     )
-        except openai.OpenAIError as exc:
-            raise _to_provider_error(exc) from exc
         return None
 
     async def complete(self, item: BatchItem) -> Outcome:
+        """One synchronous call; every failure becomes an outcome."""
         body = {
             key: value
             for key, value in item.body.items()
@@ -261,28 +276,16 @@ class OpenAIBatchProvider(Provider):
         }
         body["model"] = item.model
         try:
-            response = await self._create(item.endpoint, body)
-        except openai.APIStatusError as exc:
-            code, message = openai_error_fields(exc.body)
-            return failure(
-                item.custom_id,
-                status=exc.status_code,
-                code=code,
-                message=message or str(exc),
-                retry_after=parse_retry_after(exc.response.headers),
-            )
-        except openai.APIConnectionError as exc:
-            return failure(item.custom_id, code="connection_error", message=str(exc))
-        except openai.OpenAIError as exc:
-            return failure(item.custom_id, code=type(exc).__name__, message=str(exc))
+            with self._sdk_errors():
+                response = await self._create(item.endpoint, body)
+        except ProviderError as error:
+            return error_outcome(item.custom_id, error)
         except (KeyError, TypeError, ValueError) as exc:
             return refused_by_client(item.custom_id, exc)
         try:
             result = json.loads(response.content)
         except ValueError as exc:
-            return failure(
-                item.custom_id, code="server_error", message=f"undecodable response: {exc}"
-            )
+            return undecodable(item.custom_id, exc, code="server_error")
         return Outcome(
             item.custom_id, OutcomeKind.SUCCEEDED, body=result, usage=openai_usage(result)
         )
@@ -310,4 +313,5 @@ class OpenAIBatchProvider(Provider):
         raise ValueError(f"unsupported OpenAI endpoint {endpoint!r}; expected one of {ENDPOINTS}")
 
     async def aclose(self) -> None:
+        """Close the SDK client (the create copy shares its connection pool)."""
         await self._client.close()

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connector.providers.base import Outcome, OutcomeKind, Usage
+from connector.providers.exceptions import ProviderError
 
 RETRYABLE_CODES = frozenset(
     {
@@ -111,6 +112,7 @@ def failure(
     body: dict[str, Any] | None = None,
     retry_after: float | None = None,
 ) -> Outcome:
+    """A failed request's outcome, classified by the provider's code and HTTP status."""
     return Outcome(
         custom_id=custom_id,
         kind=classify(status, code),
@@ -119,6 +121,22 @@ def failure(
         error_message=message,
         retry_after=retry_after,
     )
+
+
+def error_outcome(custom_id: str, error: ProviderError) -> Outcome:
+    """A failed synchronous call as the request's outcome, classified by code and status."""
+    return failure(
+        custom_id,
+        status=error.status,
+        code=error.code,
+        message=error.message,
+        retry_after=error.retry_after,
+    )
+
+
+def undecodable(custom_id: str, exc: Exception, *, code: str) -> Outcome:
+    """A synchronous answer that could not be read: retryable, under the provider's ``code``."""
+    return failure(custom_id, code=code, message=f"undecodable response: {exc}")
 
 
 def refused_by_client(custom_id: str, exc: Exception) -> Outcome:
@@ -307,8 +325,8 @@ def anthropic_outcome(line: Mapping[str, Any]) -> Outcome:
             custom_id, OutcomeKind.SUCCEEDED, body=message, usage=anthropic_usage(message)
         )
     if kind == "errored":
-        code, message = anthropic_error_fields(result.get("error"))
-        return failure(custom_id, code=code, message=message)
+        code, text = anthropic_error_fields(result.get("error"))
+        return failure(custom_id, code=code, message=text)
     if kind in ("canceled", "expired"):
         return failure(custom_id, code=kind, message=f"the batch {kind} before this request ran")
     return failure(custom_id, code=str(kind), message="unknown result type")

@@ -17,6 +17,7 @@ PROVIDERS: dict[str, type[OpenAIBatchProvider | AnthropicBatchProvider | GeminiB
 
 
 def build_provider(name: str, settings: ProviderSettings) -> Provider:
+    """The adapter for one built-in provider."""
     try:
         provider_class = PROVIDERS[name]
     except KeyError:
@@ -27,4 +28,5 @@ def build_provider(name: str, settings: ProviderSettings) -> Provider:
 
 
 def build_providers(settings: Settings) -> dict[str, Provider]:
+    """Every adapter the settings declare, by the name requests use."""
     return {name: build_provider(name, getattr(settings, name)) for name in PROVIDERS}
