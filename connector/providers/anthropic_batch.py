@@ -166,6 +166,7 @@ class AnthropicBatchProvider(Provider):
 
     name = "anthropic"
     limits = ANTHROPIC_LIMITS
+    endpoints = frozenset({ENDPOINT})
 
     def __init__(
         self, settings: ProviderSettings, *, client: anthropic.AsyncAnthropic | None = None

@@ -125,8 +125,9 @@ class Outcome:
 class Provider(abc.ABC):
     """One batch API. Every method goes through the official SDK."""
 
-    name: str
+    name: str  # what a request's ``provider`` says
     limits: ProviderLimits
+    endpoints: frozenset[str] = frozenset()  # what a request's ``endpoint`` may say
 
     @abc.abstractmethod
     async def submit(self, tag: str, items: Sequence[BatchItem]) -> BatchHandle:

@@ -226,6 +226,7 @@ class GeminiBatchProvider(Provider):
 
     name = "gemini"
     limits = GEMINI_LIMITS
+    endpoints = frozenset({ENDPOINT})
 
     def __init__(self, settings: ProviderSettings, *, client: genai.Client | None = None) -> None:
         client = client or genai.Client(

@@ -1,4 +1,9 @@
-"""OpenAI Batch API adapter on ``openai.AsyncOpenAI``."""
+"""OpenAI Batch API adapter on ``openai.AsyncOpenAI``, and the providers that speak its API.
+
+``OpenAIBatchProvider`` serves OpenAI itself and, under an operator's name, any provider
+with OpenAI's files + batches API (``openai_compatible``: Groq, Together, …).
+``AzureOpenAIBatchProvider`` is the same adapter on ``AsyncAzureOpenAI``.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from typing import IO, Any
 import openai
 from openai.types import Batch
 
-from connector.config import ProviderSettings
+from connector.config import NamedProviderSettings, ProviderSettings
 from connector.providers.base import (
     BatchHandle,
     BatchItem,
@@ -22,6 +27,7 @@ from connector.providers.base import (
     Outcome,
     OutcomeKind,
     Provider,
+    ProviderLimits,
 )
 from connector.providers.exceptions import (
     BatchRejected,
@@ -30,7 +36,7 @@ from connector.providers.exceptions import (
     error_for_status,
 )
 from connector.providers.jsonl import outcomes_from_lines
-from connector.providers.limits import OPENAI_LIMITS
+from connector.providers.limits import OPENAI_LIMITS, named_limits
 from connector.providers.outcomes import (
     error_outcome,
     openai_error_fields,
@@ -68,20 +74,28 @@ QUOTA_BATCH_ERRORS = frozenset({"token_limit_exceeded", "insufficient_quota"})
 FIND_CLOCK_SLACK_S = 300.0
 
 
-def encode_line(item: BatchItem) -> bytes:
-    """One line of the batch input file."""
+def encode_line(item: BatchItem, url: str | None = None) -> bytes:
+    """One line of the batch input file; ``url`` is the endpoint as the provider spells it."""
     line = {
         "custom_id": item.custom_id,
         "method": "POST",
-        "url": item.endpoint,
+        "url": url or item.endpoint,
         "body": {**item.body, "model": item.model},
     }
     return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
 
 
-def _write_input(file: IO[bytes], items: Sequence[BatchItem]) -> None:
-    file.writelines(encode_line(item) for item in items)
+def _write_input(file: IO[bytes], items: Sequence[BatchItem], url: str) -> None:
+    file.writelines(encode_line(item, url) for item in items)
     file.seek(0)
+
+
+_FILE_PREFIX, _FILE_SUFFIX = "batchbridge-", ".jsonl"
+
+
+def input_file_name(tag: str) -> str:
+    """The name the input file is uploaded under; ``find`` reads the tag back from it."""
+    return f"{_FILE_PREFIX}{tag}{_FILE_SUFFIX}"
 
 
 def to_provider_error(
@@ -127,14 +141,30 @@ def batch_status(batch: Batch) -> BatchStatus:
 
 
 class OpenAIBatchProvider(Provider):
-    """The OpenAI Batch API: a JSONL file upload, then a batch tagged through its metadata."""
+    """The OpenAI Batch API: a JSONL file upload, then a batch tagged through its metadata.
+
+    ``name``, ``limits``, ``endpoints`` and ``completion_window`` default to OpenAI's own;
+    ``named`` builds the same adapter for an ``openai_compatible`` provider.
+    """
 
     name = "openai"
     limits = OPENAI_LIMITS
+    endpoints = frozenset(ENDPOINTS)
 
     def __init__(
-        self, settings: ProviderSettings, *, client: openai.AsyncOpenAI | None = None
+        self,
+        settings: ProviderSettings,
+        *,
+        client: openai.AsyncOpenAI | None = None,
+        name: str | None = None,
+        limits: ProviderLimits | None = None,
+        endpoints: frozenset[str] | None = None,
+        completion_window: str = "24h",
     ) -> None:
+        self.name = name or self.name
+        self.limits = limits or self.limits
+        self.endpoints = endpoints or self.endpoints
+        self.completion_window = completion_window
         self._client = client or openai.AsyncOpenAI(
             base_url=settings.base_url,
             api_key=settings.api_key.get_secret_value(),
@@ -147,6 +177,31 @@ class OpenAIBatchProvider(Provider):
         self._create_client = self._client.with_options(max_retries=0)
         self.malformed_lines = 0
 
+    @classmethod
+    def named(cls, name: str, settings: NamedProviderSettings) -> OpenAIBatchProvider:
+        """The adapter for an operator-declared provider of this kind."""
+        return cls(
+            settings,
+            client=cls._client_for(settings),
+            name=name,
+            limits=named_limits(settings.max_requests, settings.max_bytes),
+            endpoints=frozenset(settings.endpoints),
+            completion_window=settings.completion_window,
+        )
+
+    @staticmethod
+    def _client_for(settings: NamedProviderSettings) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(
+            base_url=settings.base_url,
+            api_key=settings.api_key.get_secret_value(),
+            max_retries=settings.max_retries,
+            timeout=settings.timeout_s,
+        )
+
+    def wire_endpoint(self, endpoint: str) -> str:
+        """The batch endpoint as this provider spells it (OpenAI: as the connector does)."""
+        return endpoint
+
     @contextlib.contextmanager
     def _sdk_errors(self, *, creating: bool = False) -> Iterator[None]:
         """Re-raise an ``openai`` error from the block as the project's ``ProviderError``."""
@@ -157,14 +212,14 @@ class OpenAIBatchProvider(Provider):
 
     async def submit(self, tag: str, items: Sequence[BatchItem]) -> BatchHandle:
         """Upload the input file, then create the batch (once; see ``Provider.submit``)."""
-        endpoint = self._endpoint_of(items)
+        endpoint = self.wire_endpoint(self._endpoint_of(items))
         # A temporary file, not bytes: a 200 MB input must not sit in memory twice.
         with tempfile.TemporaryFile() as input_file:
-            await asyncio.to_thread(_write_input, input_file, items)
+            await asyncio.to_thread(_write_input, input_file, items, endpoint)
             # The upload keeps the SDK's retries: a file uploaded twice is not a batch.
             with self._sdk_errors(creating=True):
                 uploaded = await self._client.files.create(
-                    file=(f"batchbridge-{tag}.jsonl", input_file, "application/jsonl"),
+                    file=(input_file_name(tag), input_file, "application/jsonl"),
                     purpose="batch",
                 )
         try:
@@ -172,7 +227,7 @@ class OpenAIBatchProvider(Provider):
                 batch = await self._create_client.batches.create(
                     input_file_id=uploaded.id,
                     endpoint=endpoint,  # type: ignore[arg-type]
-                    completion_window="24h",
+                    completion_window=self.completion_window,  # type: ignore[arg-type]
                     metadata={TAG_METADATA_KEY: tag},
                 )
         except ProviderError as error:
@@ -249,7 +304,11 @@ class OpenAIBatchProvider(Provider):
         expected_count: int | None = None,
         custom_ids: frozenset[str] | None = None,
     ) -> BatchHandle | None:
-        """The newest batch whose metadata carries ``tag``; the tag alone is exact."""
+        """The newest batch tagged ``tag``; the tag alone is exact.
+
+        The tag is the batch's metadata entry or, on a provider that drops metadata, the
+        name of its input file.
+        """
         with self._sdk_errors():
             async for batch in self._client.batches.list(limit=100):
                 if (
@@ -257,7 +316,7 @@ class OpenAIBatchProvider(Provider):
                     and batch.created_at < created_after - FIND_CLOCK_SLACK_S
                 ):
                     return None
-                if (batch.metadata or {}).get(TAG_METADATA_KEY) == tag:
+                if await self._tag_of(batch) == tag:
                     return BatchHandle(
                         provider=self.name,
                         batch_id=batch.id,
@@ -265,6 +324,20 @@ class OpenAIBatchProvider(Provider):
                         created_at=float(batch.created_at),
                         extra={"input_file_id": batch.input_file_id},
                     )
+        return None
+
+    async def _tag_of(self, batch: Batch) -> str | None:
+        """The connector tag a batch carries, if any."""
+        tag = (batch.metadata or {}).get(TAG_METADATA_KEY)
+        if tag is not None or batch.metadata:
+            return tag  # tagged, or someone else's batch
+        try:
+            file = await self._client.files.retrieve(batch.input_file_id)
+        except openai.NotFoundError:  # expired input files are deleted
+            return None
+        name = file.filename
+        if name.startswith(_FILE_PREFIX) and name.endswith(_FILE_SUFFIX):
+            return name.removeprefix(_FILE_PREFIX).removesuffix(_FILE_SUFFIX)
         return None
 
     async def complete(self, item: BatchItem) -> Outcome:
@@ -315,3 +388,26 @@ class OpenAIBatchProvider(Provider):
     async def aclose(self) -> None:
         """Close the SDK client (the create copy shares its connection pool)."""
         await self._client.close()
+
+
+class AzureOpenAIBatchProvider(OpenAIBatchProvider):
+    """Azure OpenAI (Global) Batch on ``AsyncAzureOpenAI``.
+
+    A request's ``model`` is the deployment name, which is what Azure expects in each
+    batch line's ``body.model`` and what the SDK puts in the synchronous call's path. Azure
+    spells batch endpoints without the ``/v1`` prefix (``/chat/completions``).
+    """
+
+    @staticmethod
+    def _client_for(settings: NamedProviderSettings) -> openai.AsyncOpenAI:
+        return openai.AsyncAzureOpenAI(
+            azure_endpoint=settings.base_url or "",
+            api_version=settings.api_version,
+            api_key=settings.api_key.get_secret_value(),
+            max_retries=settings.max_retries,
+            timeout=settings.timeout_s,
+        )
+
+    def wire_endpoint(self, endpoint: str) -> str:
+        """``/v1/chat/completions`` → ``/chat/completions``."""
+        return endpoint.removeprefix("/v1")

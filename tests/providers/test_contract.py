@@ -23,33 +23,43 @@ from connector.providers.ids import assign_custom_ids
 
 from .conftest import make_provider
 
-MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
+MODELS = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-haiku-4-5",
+    "gemini": "gemini-2.5-flash",
+    "groq": "llama-3.1-8b-instant",
+    "azure": "gpt-4o-mini-batch",  # an Azure deployment name
+}
 ENDPOINTS = {
     "openai": "/v1/chat/completions",
     "anthropic": "/v1/messages",
     "gemini": "generateContent",
+    "groq": "/v1/chat/completions",
+    "azure": "/v1/chat/completions",
 }
 SUBMIT_ROUTES = {
-    "openai": r"/v1/batches$",
+    "openai": r"^/v1/batches$",
     "anthropic": r"/v1/messages/batches$",
     "gemini": r":batchGenerateContent$",
+    "groq": r"^/compat/groq/v1/batches$",
+    "azure": r"^/openai/batches$",
 }
 POLL_ROUTES = {
-    "openai": r"/v1/batches/[^/]+$",
+    "openai": r"^/v1/batches/[^/]+$",
     "anthropic": r"/v1/messages/batches/[^/]+$",
     "gemini": r"/batches/[^/:]+$",
+    "groq": r"^/compat/groq/v1/batches/[^/]+$",
+    "azure": r"^/openai/batches/[^/]+$",
 }
 
 
 def body(provider: str, text: str) -> dict[str, Any]:
-    if provider == "openai":
-        return {"messages": [{"role": "user", "content": text}], "max_tokens": 16}
-    if provider == "anthropic":
-        return {"messages": [{"role": "user", "content": text}], "max_tokens": 16}
-    return {
-        "contents": [{"role": "user", "parts": [{"text": text}]}],
-        "generationConfig": {"maxOutputTokens": 16},
-    }
+    if provider == "gemini":
+        return {
+            "contents": [{"role": "user", "parts": [{"text": text}]}],
+            "generationConfig": {"maxOutputTokens": 16},
+        }
+    return {"messages": [{"role": "user", "content": text}], "max_tokens": 16}
 
 
 def items(provider: Provider, custom_ids: list[str], text: str = "hello") -> list[BatchItem]:
@@ -251,7 +261,7 @@ async def test_find_after_submit(provider: Provider, emulator: Emulator) -> None
     assert missing is None
 
 
-@pytest.mark.parametrize("adapter", ["openai", "anthropic", "gemini-inline"])
+@pytest.mark.parametrize("adapter", ["openai", "anthropic", "gemini-inline", "groq", "azure"])
 async def test_complete_success_retryable_permanent(
     adapter: str, emulator: Emulator, emulator_url: tuple[Emulator, str]
 ) -> None:
@@ -273,7 +283,7 @@ async def test_complete_success_retryable_permanent(
     await provider.aclose()
 
 
-@pytest.mark.parametrize("adapter", ["openai", "anthropic", "gemini-inline"])
+@pytest.mark.parametrize("adapter", ["openai", "anthropic", "gemini-inline", "groq", "azure"])
 async def test_complete_connection_failure_is_retryable(adapter: str) -> None:
     dead = make_provider(adapter, "http://127.0.0.1:9", max_retries=0)
     name = dead.name
@@ -330,7 +340,7 @@ async def test_complete_turns_a_body_the_sdk_refuses_into_a_permanent_outcome(
     outcome = await provider.complete(BatchItem("x", MODELS[name], ENDPOINTS[name], request_body))
     assert outcome.kind is OutcomeKind.PERMANENT
     assert outcome.error_code == error_class and outcome.error_message
-    assert emulator.stats()["sync_calls"][name] == 0  # refused before anything was sent
+    assert emulator.stats()["sync_calls"].get(name, 0) == 0  # refused before anything was sent
     await provider.aclose()
 
 
