@@ -48,12 +48,17 @@ class OutcomeKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens of one request. ``input_tokens`` counts every input token, cached ones included;
-    ``cached_tokens`` is that cached subset (the same meaning for all three providers)."""
+    """Tokens of one request, meaning the same for every provider.
+
+    ``input_tokens`` counts every input token: fresh ones, those read from the prompt cache
+    and those written to it. ``cached_tokens`` are the cache reads among them,
+    ``cache_write_tokens`` the cache writes. Output includes reasoning/thinking tokens.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

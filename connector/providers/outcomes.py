@@ -183,23 +183,31 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-# Usage.input_tokens counts every input token, cached ones included; cached_tokens is that
-# cached subset. Output tokens include reasoning/thinking tokens (all are billed as output).
+# Usage.input_tokens counts every input token, cache reads and writes included (see Usage).
+# Output tokens include reasoning/thinking tokens (all are billed as output).
 
 
 def openai_usage(body: Mapping[str, Any] | None) -> Usage:
-    """Usage of a chat completions, responses or embeddings body."""
+    """Usage of a chat completions, responses or embeddings body.
+
+    ``prompt_tokens`` / ``input_tokens`` already include the cached prefix, which the
+    ``*_tokens_details.cached_tokens`` counts (OpenAI's caching is automatic, writes free).
+    """
     usage = _dict(_dict(body).get("usage"))
     if "input_tokens" in usage or "output_tokens" in usage:  # responses API
+        details = _dict(usage.get("input_tokens_details"))
         return Usage(
             input_tokens=_int(usage.get("input_tokens")),
             output_tokens=_int(usage.get("output_tokens")),
-            cached_tokens=_int(_dict(usage.get("input_tokens_details")).get("cached_tokens")),
+            cached_tokens=_int(details.get("cached_tokens")),
+            cache_write_tokens=_int(details.get("cache_write_tokens")),
         )
+    details = _dict(usage.get("prompt_tokens_details"))
     return Usage(  # chat completions; embeddings report prompt_tokens only
         input_tokens=_int(usage.get("prompt_tokens")),
         output_tokens=_int(usage.get("completion_tokens")),
-        cached_tokens=_int(_dict(usage.get("prompt_tokens_details")).get("cached_tokens")),
+        cached_tokens=_int(details.get("cached_tokens")),
+        cache_write_tokens=_int(details.get("cache_write_tokens")),
     )
 
 
@@ -216,11 +224,15 @@ def anthropic_usage(message: Mapping[str, Any] | None) -> Usage:
         input_tokens=_int(usage.get("input_tokens")) + cache_read + cache_write,
         output_tokens=_int(usage.get("output_tokens")),
         cached_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )
 
 
 def gemini_usage(response: Mapping[str, Any] | None) -> Usage:
-    """Usage of a GenerateContentResponse (REST camelCase)."""
+    """Usage of a GenerateContentResponse (REST camelCase).
+
+    ``promptTokenCount`` includes the ``cachedContentTokenCount`` read from the cache.
+    """
     usage = _dict(_dict(response).get("usageMetadata"))
     return Usage(
         input_tokens=_int(usage.get("promptTokenCount")),
