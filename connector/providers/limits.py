@@ -39,7 +39,6 @@ LIMITS: dict[str, ProviderLimits] = {
 }
 
 
-
 def named_limits(max_requests: int, max_bytes: int) -> ProviderLimits:
     """Limits of an operator-declared OpenAI-kind provider (one model per batch, as OpenAI)."""
     return ProviderLimits(
