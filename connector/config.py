@@ -7,10 +7,11 @@ never logged. ``.env.example`` documents every field.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -64,6 +65,45 @@ class ProviderSettings(BaseModel):
     max_retries: int = 2
 
 
+BUILT_IN_PROVIDERS = ("openai", "anthropic", "gemini")
+#: Endpoints an OpenAI-kind provider can serve, in the connector's (OpenAI's) spelling.
+OPENAI_KIND_ENDPOINTS = ("/v1/chat/completions", "/v1/responses", "/v1/embeddings")
+_PROVIDER_NAME = re.compile(r"[a-z][a-z0-9]*(?:[_-][a-z0-9]+)*")
+
+
+class NamedProviderSettings(ProviderSettings):
+    """A provider the operator declares under its own name (a request's ``provider``).
+
+    ``openai_compatible``: the OpenAI files + batches API at ``base_url`` (Groq, Together,
+    …). ``azure_openai``: Azure OpenAI at the resource endpoint ``base_url`` with
+    ``api_version``; a request's ``model`` is the deployment name. Prices come from the
+    price table under the same name.
+    """
+
+    kind: Literal["openai_compatible", "azure_openai"]
+    api_version: str | None = None  # azure_openai: the api-version query parameter
+    endpoints: list[str] = Field(default_factory=lambda: ["/v1/chat/completions"])
+    completion_window: str = Field("24h", pattern=r"^[1-9][0-9]*[hd]$")  # e.g. Groq: 24h..7d
+    max_requests: int = Field(50_000, ge=1)  # per batch, as the provider allows
+    max_bytes: int = Field(200_000_000, ge=1024)  # per batch input file
+
+    @field_validator("endpoints")
+    @classmethod
+    def _known_endpoints(cls, endpoints: list[str]) -> list[str]:
+        unknown = sorted(set(endpoints) - set(OPENAI_KIND_ENDPOINTS))
+        if unknown or not endpoints:
+            raise ValueError(f"endpoints must be some of {OPENAI_KIND_ENDPOINTS}, got {endpoints}")
+        return endpoints
+
+    @model_validator(mode="after")
+    def _reachable(self) -> NamedProviderSettings:
+        if not self.base_url:
+            raise ValueError("base_url is required (for azure_openai: the resource endpoint)")
+        if self.kind == "azure_openai" and not self.api_version:
+            raise ValueError("api_version is required for azure_openai")
+        return self
+
+
 class TopicNames(BaseModel):
     deferred: str = "inference.deferred"
     realtime: str = "inference.realtime"
@@ -108,6 +148,9 @@ class Settings(BaseSettings):
     openai: ProviderSettings = ProviderSettings()
     anthropic: ProviderSettings = ProviderSettings()
     gemini: ProviderSettings = ProviderSettings()
+    # More providers by name, e.g. BATCHBRIDGE_PROVIDERS__GROQ__KIND=openai_compatible or
+    # BATCHBRIDGE_PROVIDERS='{"groq": {"kind": "openai_compatible", "base_url": "…"}}'.
+    providers: dict[str, NamedProviderSettings] = Field(default_factory=dict)
     webhook_secret: SecretStr | None = None  # OpenAI Standard Webhooks secret (whsec_…)
     webhook_host: str = "127.0.0.1"
     webhook_port: int | None = None  # serve POST /webhooks/openai here when set (needs the secret)
@@ -134,6 +177,22 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container so Prometheus can scrape it
     data_dir: str = ".batchbridge"
     log_level: str = "INFO"
+
+
+    @field_validator("providers")
+    @classmethod
+    def _provider_names(
+        cls, providers: dict[str, NamedProviderSettings]
+    ) -> dict[str, NamedProviderSettings]:
+        for name in providers:
+            if name in BUILT_IN_PROVIDERS:
+                raise ValueError(f"provider name {name!r} is built in; choose another")
+            if len(name) > 32 or not _PROVIDER_NAME.fullmatch(name):
+                raise ValueError(
+                    f"provider name {name!r}: lower-case letters and digits, single '-' or '_' "
+                    "between them, at most 32 characters"
+                )
+        return providers
 
 
 @lru_cache(maxsize=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,13 +15,13 @@ from connector.errors import ValidationError
 
 MAX_REQUEST_ID_LEN = 256
 
-#: Endpoints each provider's batch API (and synchronous API) accepts.
+#: Endpoints each built-in provider's batch API (and synchronous API) accepts. Named
+#: providers add theirs: ``connector.providers.registry.endpoints_of`` gives the full map.
 ENDPOINTS: dict[str, frozenset[str]] = {
     "openai": frozenset({"/v1/chat/completions", "/v1/responses", "/v1/embeddings"}),
     "anthropic": frozenset({"/v1/messages"}),
     "gemini": frozenset({"generateContent"}),
 }
-PROVIDERS = tuple(ENDPOINTS)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -63,24 +64,33 @@ def parse_body(request: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def validate_request(request: dict[str, Any], *, reply_allowlist: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
-    """Check a decoded request; return its parsed body. Raises ValidationError with the reason."""
+def validate_request(
+    request: dict[str, Any],
+    *,
+    reply_allowlist: frozenset[str] | set[str] = frozenset(),
+    endpoints: Mapping[str, frozenset[str]] = ENDPOINTS,
+) -> dict[str, Any]:
+    """Check a decoded request; return its parsed body. Raises ValidationError with the reason.
+
+    ``endpoints`` maps every provider name requests may use to the endpoints it serves
+    (default: the three built-ins).
+    """
     request_id = request.get("request_id")
     if not isinstance(request_id, str) or not request_id:
         raise ValidationError("request_id must be a non-empty string")
     if len(request_id) > MAX_REQUEST_ID_LEN:
         raise ValidationError(f"request_id is {len(request_id)} characters; at most {MAX_REQUEST_ID_LEN}")
     provider = request.get("provider")
-    if provider not in ENDPOINTS:
-        raise ValidationError(f"unknown provider {provider!r}; expected one of {', '.join(PROVIDERS)}")
+    if not isinstance(provider, str) or provider not in endpoints:
+        raise ValidationError(f"unknown provider {provider!r}; expected one of {', '.join(endpoints)}")
     if not request.get("model"):
         raise ValidationError("model must be set")
     if "|" in request["model"]:
         raise ValidationError("model must not contain '|'")
     endpoint = request.get("endpoint")
-    if endpoint not in ENDPOINTS[provider]:
+    if endpoint not in endpoints[provider]:
         raise ValidationError(
-            f"endpoint {endpoint!r} is not supported for {provider}; expected one of {', '.join(sorted(ENDPOINTS[provider]))}"
+            f"endpoint {endpoint!r} is not supported for {provider}; expected one of {', '.join(sorted(endpoints[provider]))}"
         )
     attempt = request.get("attempt", 1)
     if not isinstance(attempt, int) or attempt < 1:

@@ -70,6 +70,7 @@ def endpoint_response(
     endpoint: str, body: dict[str, Any], serialised: str, created: int
 ) -> dict[str, Any]:
     """The body the synchronous ``endpoint`` would have answered ``body`` with."""
+    endpoint = "/v1" + endpoint.removeprefix("/v1")  # Azure spells it without the /v1
     c = synth.complete(serialised)
     model = str(body.get("model", "unknown-model"))
     h = synth.digest("id", serialised)
@@ -264,7 +265,7 @@ def batch_object(batch: BatchRecord, prog: Progress) -> dict[str, Any]:
         "model": extra.get("model"),
         "errors": {"object": "list", "data": batch.validation_errors} if failed else None,
         "input_file_id": extra["input_file_id"],
-        "completion_window": "24h",
+        "completion_window": extra.get("completion_window", "24h"),
         "status": batch_status(prog),
         "output_file_id": extra.get("output_file_id"),
         "error_file_id": extra.get("error_file_id"),
@@ -371,8 +372,24 @@ def _not_found(what: str, ident: str) -> web.Response:
 
 
 class OpenAIRoutes:
-    def __init__(self, emu: Emulator) -> None:
+    """OpenAI's files and batches routes; for another provider with the same API, ``provider``
+    names its own namespace (its files, batches and counters), ``endpoint_prefix`` is how it
+    spells batch endpoints and ``completion_windows`` what it accepts."""
+
+    def __init__(
+        self,
+        emu: Emulator,
+        provider: str = "openai",
+        *,
+        endpoint_prefix: str = "/v1",
+        completion_windows: tuple[str, ...] = ("24h",),
+    ) -> None:
         self.emu = emu
+        self.provider = provider
+        self.batch_endpoints = tuple(
+            endpoint_prefix + endpoint.removeprefix("/v1") for endpoint in BATCH_ENDPOINTS
+        )
+        self.completion_windows = completion_windows
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/files", self.upload_file)
@@ -397,7 +414,7 @@ class OpenAIRoutes:
             return _error(400, f"Files may be at most {MAX_FILE_BYTES} bytes.", param="file")
         record = FileRecord(
             id=new_id("file-"),
-            provider="openai",
+            provider=self.provider,
             filename=upload.filename or "upload.jsonl",
             purpose=str(purpose),
             created_at=self.emu.now(),
@@ -421,7 +438,7 @@ class OpenAIRoutes:
 
     def _file(self, file_id: str) -> FileRecord | None:
         record = self.emu.store.files.get(file_id)
-        return record if record is not None and record.provider == "openai" else None
+        return record if record is not None and record.provider == self.provider else None
 
     async def create_batch(self, request: web.Request) -> web.Response:
         try:
@@ -429,10 +446,15 @@ class OpenAIRoutes:
         except ValueError:
             return _error(400, "Invalid JSON body.")
         endpoint = params.get("endpoint")
-        if endpoint not in BATCH_ENDPOINTS:
+        if endpoint not in self.batch_endpoints:
             return _error(400, f"Invalid endpoint {endpoint!r}.", param="endpoint")
-        if params.get("completion_window") != "24h":
-            return _error(400, "completion_window must be '24h'.", param="completion_window")
+        window = params.get("completion_window")
+        if window not in self.completion_windows:
+            return _error(
+                400,
+                f"completion_window must be one of {', '.join(self.completion_windows)}.",
+                param="completion_window",
+            )
         metadata = params.get("metadata")
         problem = _metadata_problem(metadata)
         if problem:
@@ -461,7 +483,7 @@ class OpenAIRoutes:
                 }
             ]
         batch = self.emu.new_batch(
-            "openai",
+            self.provider,
             new_id("batch_", 32, "0123456789abcdef"),
             requests,
             tag=(metadata or {}).get("batchbridge_batch_id"),
@@ -472,6 +494,7 @@ class OpenAIRoutes:
                 "input_file_id": input_file.id,
                 "metadata": metadata,
                 "model": model,
+                "completion_window": window,
             },
         )
         return web.json_response(self.batch_json(batch))
@@ -494,7 +517,7 @@ class OpenAIRoutes:
         return web.json_response(self.batch_json(batch))
 
     async def list_batches(self, request: web.Request) -> web.Response:
-        batches = self.emu.store.batches_of("openai")
+        batches = self.emu.store.batches_of(self.provider)
         after = request.query.get("after")
         limit = _limit(request.query.get("limit"), default=20, maximum=100)
         if limit is None:
@@ -515,7 +538,7 @@ class OpenAIRoutes:
 
     def _batch(self, batch_id: str) -> BatchRecord | None:
         batch = self.emu.store.batches.get(batch_id)
-        return batch if batch is not None and batch.provider == "openai" else None
+        return batch if batch is not None and batch.provider == self.provider else None
 
     def batch_json(self, batch: BatchRecord) -> dict[str, Any]:
         prog = progress(batch, self.emu.now())
@@ -540,7 +563,7 @@ class OpenAIRoutes:
                 continue
             record = FileRecord(
                 id=new_id("file-"),
-                provider="openai",
+                provider=self.provider,
                 filename="batch_error.jsonl" if errors else "batch_output.jsonl",
                 purpose="batch_output",
                 created_at=prog.ended_at or self.emu.now(),
@@ -550,7 +573,7 @@ class OpenAIRoutes:
             batch.extra["error_file_id" if errors else "output_file_id"] = record.id
 
     async def sync_call(self, request: web.Request) -> web.Response:
-        self.emu.store.sync_calls["openai"] += 1
+        self.emu.store.sync_calls[self.provider] += 1
         try:
             body = await request.json()
         except ValueError:

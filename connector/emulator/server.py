@@ -15,6 +15,8 @@ from aiohttp import web
 
 from . import synth, webhooks
 from .anthropic_routes import AnthropicRoutes, processing_status
+from .azure_routes import AzureRoutes
+from .compat_routes import CompatRoutes
 from .config import EmulatorConfig
 from .faults import KIND_FOR_STATUS, error_for
 from .gemini_routes import GeminiRoutes, batch_state, is_gemini
@@ -194,6 +196,8 @@ class Emulator:
         openai.add_to(router)
         AnthropicRoutes(self).add_to(router)
         gemini.add_to(router)
+        CompatRoutes(self).add_to(router)
+        AzureRoutes(self).add_to(router)
         router.add_get("/v1/batches", _either(openai.list_batches, gemini.list_batches))
         router.add_get("/v1/batches/{id:[^/:]+}", _either(openai.get_batch, gemini.get_batch))
         router.add_get("/v1/files/{id:[^/:]+}", _either(openai.get_file, gemini.get_file))
@@ -291,11 +295,11 @@ class Emulator:
 
 def _state_name(batch: BatchRecord, now: float) -> str:
     prog = progress(batch, now)
-    if batch.provider == "openai":
-        return batch_status(prog)
     if batch.provider == "anthropic":
         return processing_status(prog)
-    return batch_state(prog).replace("BATCH_STATE_", "JOB_STATE_")
+    if batch.provider == "gemini":
+        return batch_state(prog).replace("BATCH_STATE_", "JOB_STATE_")
+    return batch_status(prog)  # OpenAI and the providers served with its routes
 
 
 class EmulatorThread:

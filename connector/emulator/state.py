@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import string
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -222,9 +223,10 @@ class Store:
 
     batches: dict[str, BatchRecord] = field(default_factory=dict)
     files: dict[str, FileRecord] = field(default_factory=dict)
-    batches_created: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROVIDERS, 0))
-    requests_submitted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROVIDERS, 0))
-    sync_calls: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROVIDERS, 0))
+    # Counters, not dicts: providers served under another name (compat, Azure) count too.
+    batches_created: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(PROVIDERS, 0)))
+    requests_submitted: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(PROVIDERS, 0)))
+    sync_calls: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(PROVIDERS, 0)))
     files_uploaded: int = 0
     # Gemini resumable uploads in flight: upload id -> (file record, bytes so far).
     uploads: dict[str, tuple[FileRecord, bytearray]] = field(default_factory=dict)

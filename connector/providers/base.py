@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from connector.providers.exceptions import ProviderError
+
 
 class BatchState(StrEnum):
     """Provider batch states, normalised across the three APIs."""
@@ -27,7 +29,13 @@ class BatchState(StrEnum):
 
     @property
     def is_final(self) -> bool:
-        return self in {BatchState.ENDED, BatchState.FAILED, BatchState.EXPIRED, BatchState.CANCELLED}
+        """Whether the batch will not change any more."""
+        return self in {
+            BatchState.ENDED,
+            BatchState.FAILED,
+            BatchState.EXPIRED,
+            BatchState.CANCELLED,
+        }
 
 
 class OutcomeKind(StrEnum):
@@ -40,12 +48,17 @@ class OutcomeKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Tokens of one request. ``input_tokens`` counts every input token, cached ones included;
-    ``cached_tokens`` is that cached subset (the same meaning for all three providers)."""
+    """Tokens of one request, meaning the same for every provider.
+
+    ``input_tokens`` counts every input token: fresh ones, those read from the prompt cache
+    and those written to it. ``cached_tokens`` are the cache reads among them,
+    ``cache_write_tokens`` the cache writes. Output includes reasoning/thinking tokens.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +77,8 @@ class BatchItem:
 
 @dataclass(frozen=True, slots=True)
 class ProviderLimits:
+    """What one provider batch may hold; ``split`` packs requests to these."""
+
     max_requests: int  # per batch
     max_bytes: int  # per batch, serialised input
     one_model_per_batch: bool
@@ -85,6 +100,8 @@ class BatchHandle:
 
 @dataclass(frozen=True, slots=True)
 class BatchStatus:
+    """A provider batch's state and counts, as one ``poll`` saw them."""
+
     state: BatchState
     provider_state: str
     total: int = 0
@@ -92,6 +109,9 @@ class BatchStatus:
     failed: int = 0
     error_code: str | None = None  # batch-level error, e.g. token_limit_exceeded
     error_message: str | None = None
+    # FAILED for a quota (OpenAI token_limit_exceeded, Gemini RESOURCE_EXHAUSTED): the same
+    # requests can go again later. The adapter knows its provider's codes; callers don't.
+    quota_exceeded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +130,26 @@ class Outcome:
 class Provider(abc.ABC):
     """One batch API. Every method goes through the official SDK."""
 
-    name: str
+    name: str  # what a request's ``provider`` says
     limits: ProviderLimits
+    endpoints: frozenset[str] = frozenset()  # what a request's ``endpoint`` may say
 
     @abc.abstractmethod
     async def submit(self, tag: str, items: Sequence[BatchItem]) -> BatchHandle:
-        """Create a provider batch for ``items`` (one valid batch: see ``split``), tagged ``tag``."""
+        """Create a provider batch for ``items`` (one valid batch: see ``split``), tagged ``tag``.
+
+        The create call is sent once: the SDK's retries are off for it, because a create
+        whose answer was lost may still have made a billed batch. Uploads that feed it keep
+        the SDK's retries (a file uploaded twice is not a batch).
+
+        Raises:
+            BatchRejected: the provider definitely refused the batch (a 4xx other than
+                408/409/425/429): nothing was created and the same batch will be refused again.
+            ProviderAuthError: 401/403; nothing was created, the settings need fixing.
+            ProviderUnavailable: anything that may have reached the provider: a timeout, a
+                connection error (a dropped response included), 408/409/425/429, a 5xx, an
+                unreadable answer. A batch may exist: call ``find()`` before submitting again.
+        """
 
     @abc.abstractmethod
     async def poll(self, handle: BatchHandle) -> BatchStatus:
@@ -144,10 +178,17 @@ class Provider(abc.ABC):
         expected_count: int | None = None,
         custom_ids: frozenset[str] | None = None,
     ) -> BatchHandle | None:
-        """Find a batch submitted earlier with ``tag`` (reconciliation after a crash).
+        """The provider batch an earlier ``submit(tag, items)`` made, or None if there is none.
 
-        ``custom_ids`` are the requests that submit carried, for providers whose batches
-        carry no tag.
+        Reconciliation after a crash or a ``ProviderUnavailable`` from ``submit``: call it
+        before submitting again. ``created_after`` (epoch seconds, when the intent was
+        written) bounds the search; ``custom_ids`` are the items' ids exactly as submitted.
+        OpenAI and Gemini match the tag they carry; Anthropic batches carry none, so a batch
+        is adopted only once its results show exactly ``custom_ids``.
+
+        Raises:
+            ReconcilePending: not decidable yet (a candidate has not ended); wait
+                ``retry_after`` and call again. Never submit meanwhile.
         """
 
     @abc.abstractmethod
@@ -158,6 +199,10 @@ class Provider(abc.ABC):
 
     def _count_malformed(self) -> None:
         self.malformed_lines += 1
+
+    async def _already_final(self, error: ProviderError, handle: BatchHandle) -> bool:
+        """Whether a refused cancel (400/409) was refused because the batch already ended."""
+        return error.status in (400, 409) and (await self.poll(handle)).state.is_final
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release SDK clients."""

@@ -12,6 +12,8 @@ from connector.errors import BatchBridgeError
 class ProviderError(BatchBridgeError):
     """A provider call failed; ``status`` and ``code`` are the provider's own, when known."""
 
+    retry_after: float | None = None  # seconds; only ProviderUnavailable carries a hint
+
     def __init__(
         self,
         message: str,
@@ -46,6 +48,24 @@ class ProviderUnavailable(ProviderError):
         self.retry_after = retry_after
 
 
+class QuotaExceeded(ProviderUnavailable):
+    """The provider refused to create a batch for a quota (enqueued tokens, spend limit).
+
+    Not the requests' fault, and it clears as in-flight batches end or the account is
+    topped up: wait ``retry_after`` or the configured quota backoff, then go through
+    ``find()`` as for any ``ProviderUnavailable`` before creating again.
+    """
+
+
+class ReconcilePending(ProviderUnavailable):
+    """``find`` cannot tell yet whether the batch exists: a candidate has not ended.
+
+    Anthropic batches carry no tag; a candidate is proven to be the batch only by its
+    results, which are readable once it has ended. Wait ``retry_after`` and call ``find``
+    again; never submit while this is raised.
+    """
+
+
 class BatchRejected(ProviderError):
     """The provider refused the batch or the request as invalid; resubmitting cannot help."""
 
@@ -58,6 +78,12 @@ class ProviderAuthError(ProviderError):
     """The credentials were refused; an operator has to fix the settings."""
 
 
+# Statuses that say "not now" rather than "no": a request timeout, a conflict, "too early",
+# a rate limit, Anthropic's overload. A create answered with one may still have made a batch
+# (a 408 or 409 can come from a proxy after the provider acted); only other 4xx prove not.
+_TRY_LATER = frozenset({408, 409, 425, 429, 529})
+
+
 def error_for_status(
     provider: str,
     message: str,
@@ -65,14 +91,26 @@ def error_for_status(
     status: int | None,
     code: str | None = None,
     retry_after: float | None = None,
+    creating: bool = False,
+    quota: bool = False,
 ) -> ProviderError:
-    """The project error for a failed provider call; ``status`` None means no response."""
-    if status is None or status in (408, 425, 429, 529) or status >= 500:
+    """The project error for a failed provider call; ``status`` None means no response.
+
+    ``creating`` marks a call that creates something billable (a batch, or the upload that
+    feeds it): there a 404 is the provider refusing the request (Gemini's unknown model),
+    not a lost batch, and only a definite refusal may become ``BatchRejected``. ``quota``
+    is the adapter's verdict that the provider's code names a quota (its codes are its own).
+    """
+    if quota:
+        return QuotaExceeded(
+            message, provider=provider, status=status, code=code, retry_after=retry_after
+        )
+    if status is None or status in _TRY_LATER or status >= 500:
         return ProviderUnavailable(
             message, provider=provider, status=status, code=code, retry_after=retry_after
         )
     if status in (401, 403):
         return ProviderAuthError(message, provider=provider, status=status, code=code)
-    if status == 404:
+    if status == 404 and not creating:
         return BatchNotFound(message, provider=provider, status=status, code=code)
     return BatchRejected(message, provider=provider, status=status, code=code)

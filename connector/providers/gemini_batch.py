@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import IO, Any
 
 import aiohttp
@@ -39,14 +39,20 @@ from connector.providers.base import (
     OutcomeKind,
     Provider,
 )
-from connector.providers.exceptions import BatchRejected, ProviderError, error_for_status
+from connector.providers.exceptions import (
+    BatchRejected,
+    ProviderError,
+    ProviderUnavailable,
+    error_for_status,
+)
 from connector.providers.jsonl import outcomes_from_lines
 from connector.providers.limits import GEMINI_LIMITS
 from connector.providers.outcomes import (
-    failure,
+    error_outcome,
     gemini_error_fields,
     gemini_outcome,
     parse_retry_after,
+    refused_by_client,
 )
 
 log = logging.getLogger(__name__)
@@ -86,9 +92,16 @@ FIND_CLOCK_SLACK_S = 300.0
 _SDK_ONLY_FIELDS = {"sdk_http_response", "automatic_function_calling_history", "parsed"}
 _DOWNLOAD_QUEUE_CHUNKS = 4  # of the SDK's 1 MB chunks: the memory bound of a download
 _CONNECTION_ERRORS = (aiohttp.ClientError, httpx2.TransportError, TimeoutError, OSError)
+# A response the SDK cannot read is a ValueError, but the server's doing, not the request's.
+_SDK_ERRORS = (genai_errors.APIError, genai_errors.UnknownApiResponseError, *_CONNECTION_ERRORS)
+# Batch creation is never retried by the SDK: a create whose answer was lost may have made a
+# billed job, so the caller looks for it with find() first. Per-call retry options replace
+# the client's (and switch off the SDK's implicit retry of a dropped aiohttp connection).
+_ONE_ATTEMPT = types.HttpOptions(retry_options=types.HttpRetryOptions(attempts=1))
 
 
 def model_name(model: str) -> str:
+    """The SDK's model resource name for a bare model id."""
     return model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
 
 
@@ -133,17 +146,62 @@ def _api_error_fields(
     return exc.code, status_name or exc.status, message or exc.message, parse_retry_after(headers)
 
 
-def _to_provider_error(exc: Exception) -> ProviderError:
+def to_provider_error(exc: Exception, provider: str, *, creating: bool = False) -> ProviderError:
+    """The project error for a google-genai error or a transport error under it."""
     if isinstance(exc, genai_errors.APIError):
         status, code, message, retry_after = _api_error_fields(exc)
         return error_for_status(
-            "gemini", message or str(exc), status=status, code=code, retry_after=retry_after
+            provider,
+            message or str(exc),
+            status=status,
+            code=code,
+            retry_after=retry_after,
+            creating=creating,
+            # Gemini says RESOURCE_EXHAUSTED (429) for a batch quota and a rate limit alike;
+            # on create both mean "not now, and not soon".
+            quota=creating and (status == 429 or code == "RESOURCE_EXHAUSTED"),
         )
     if isinstance(exc, _CONNECTION_ERRORS):
         return error_for_status(
-            "gemini", str(exc) or type(exc).__name__, status=None, code="connection_error"
+            provider, str(exc) or type(exc).__name__, status=None, code="connection_error"
         )
-    return ProviderError(str(exc), provider="gemini")
+    if creating:
+        # A create that failed any other way (say, on its response) may have made a batch.
+        return ProviderUnavailable(str(exc), provider=provider, code=type(exc).__name__)
+    return ProviderError(str(exc), provider=provider, code=type(exc).__name__)
+
+
+def job_status(job: types.BatchJob, submitted: int | None) -> BatchStatus:
+    """A job as a ``BatchStatus``; ``submitted`` is the request count the job was created with."""
+    provider_state = job.state.value if job.state else "JOB_STATE_UNSPECIFIED"
+    # The Gemini Developer API's job carries no counts or error through the SDK
+    # (only Vertex fills completion_stats / error); the total is what was submitted.
+    stats = job.completion_stats
+    succeeded = (stats.successful_count or 0) if stats else 0
+    failed = (stats.failed_count or 0) if stats else 0
+    state = _STATES.get(provider_state, BatchState.RUNNING)
+    error = job.error
+    return BatchStatus(
+        state=state,
+        provider_state=provider_state,
+        total=int(submitted or succeeded + failed),
+        succeeded=succeeded,
+        failed=failed,
+        error_code=str(error.code) if error and error.code is not None else None,
+        error_message=error.message if error else None,
+        quota_exceeded=state is BatchState.FAILED and _is_quota_error(error),
+    )
+
+
+def _is_quota_error(error: types.JobError | None) -> bool:
+    """A job error that is a quota: RESOURCE_EXHAUSTED, as a google.rpc.Code (8) or HTTP 429.
+
+    Only Vertex fills a job's error through the SDK; the Developer API's job resource as
+    google-genai parses it has none, and refuses quota at create instead.
+    """
+    if error is None:
+        return False
+    return error.code in (8, 429) or "RESOURCE_EXHAUSTED" in (error.message or "")
 
 
 class _ChunkQueue:
@@ -153,16 +211,22 @@ class _ChunkQueue:
         self._queue = queue
 
     async def write(self, chunk: bytes) -> None:
+        """Hand one downloaded chunk to the reader (waits while the queue is full)."""
         await self._queue.put(chunk)
 
 
 def _file_line_outcome(record: dict[str, Any]) -> Outcome:
-    return gemini_outcome(str(record["key"]), record.get("response"), record.get("error") or record.get("status"))
+    return gemini_outcome(
+        str(record["key"]), record.get("response"), record.get("error") or record.get("status")
+    )
 
 
 class GeminiBatchProvider(Provider):
+    """Gemini batch mode: inline requests while they fit, else an uploaded JSONL file."""
+
     name = "gemini"
     limits = GEMINI_LIMITS
+    endpoints = frozenset({ENDPOINT})
 
     def __init__(self, settings: ProviderSettings, *, client: genai.Client | None = None) -> None:
         client = client or genai.Client(
@@ -176,7 +240,16 @@ class GeminiBatchProvider(Provider):
         self._client = client.aio
         self.malformed_lines = 0
 
+    @contextlib.contextmanager
+    def _sdk_errors(self, *, creating: bool = False) -> Iterator[None]:
+        """Re-raise a google-genai or transport error from the block as a ``ProviderError``."""
+        try:
+            yield
+        except _SDK_ERRORS as exc:
+            raise to_provider_error(exc, self.name, creating=creating) from exc
+
     async def submit(self, tag: str, items: Sequence[BatchItem]) -> BatchHandle:
+        """Create the job, inline or from an uploaded file (once; see ``Provider.submit``)."""
         if not items:
             raise BatchRejected("a batch needs at least one request", provider=self.name)
         models = {model_name(item.model) for item in items}
@@ -184,23 +257,24 @@ class GeminiBatchProvider(Provider):
             raise BatchRejected(f"one model per batch, got {sorted(models)}", provider=self.name)
         model = models.pop()
         inline = self._inline_requests(items)
-        config = types.CreateBatchJobConfig(display_name=tag)
-        try:
+        config = types.CreateBatchJobConfig(display_name=tag, http_options=_ONE_ATTEMPT)
+        with self._sdk_errors(creating=True):
             if inline is not None:
                 job = await self._client.batches.create(model=model, src=inline, config=config)
             else:
                 job = await self._create_from_file(tag, model, items, config)
-        except (genai_errors.APIError, *_CONNECTION_ERRORS) as exc:
-            raise _to_provider_error(exc) from exc
+        if not job.name:
+            raise ProviderUnavailable("the job was created without a name", provider=self.name)
         return BatchHandle(
             provider=self.name,
-            batch_id=job.name or "",
+            batch_id=job.name,
             tag=tag,
             created_at=job.create_time.timestamp() if job.create_time else None,
             extra={"count": len(items), "inline": inline is not None},
         )
 
     def _inline_requests(self, items: Sequence[BatchItem]) -> list[types.InlinedRequest] | None:
+        """The SDK's inline requests, or None when the batch must go by file."""
         inline_max = self.limits.inline_max_bytes or 0
         if sum(len(encode_line(item)) for item in items) > inline_max:
             return None
@@ -210,11 +284,14 @@ class GeminiBatchProvider(Provider):
             if converted is None:
                 return None
             contents, config = converted
-            requests.append(
-                types.InlinedRequest(
+            try:
+                request = types.InlinedRequest(
                     contents=contents, config=config, metadata={"key": item.custom_id}
                 )
-            )
+            except pydantic.ValidationError:
+                # The file route sends the body as given; the provider answers for it alone.
+                return None
+            requests.append(request)
         return requests
 
     async def _create_from_file(
@@ -222,37 +299,23 @@ class GeminiBatchProvider(Provider):
     ) -> types.BatchJob:
         with tempfile.TemporaryFile() as input_file:
             await asyncio.to_thread(_write_input, input_file, items)
+            # The upload keeps the SDK's retries: a file uploaded twice is not a batch.
             uploaded = await self._client.files.upload(
-                file=input_file,  # type: ignore[arg-type]
+                file=input_file,
                 config=types.UploadFileConfig(mime_type="jsonl", display_name=tag),
             )
         return await self._client.batches.create(model=model, src=uploaded.name, config=config)  # type: ignore[arg-type]
 
     async def _get(self, batch_id: str) -> types.BatchJob:
-        try:
+        with self._sdk_errors():
             return await self._client.batches.get(name=batch_id)
-        except (genai_errors.APIError, *_CONNECTION_ERRORS) as exc:
-            raise _to_provider_error(exc) from exc
 
     async def poll(self, handle: BatchHandle) -> BatchStatus:
-        job = await self._get(handle.batch_id)
-        provider_state = job.state.value if job.state else "JOB_STATE_UNSPECIFIED"
-        # The Gemini Developer API's job carries no counts or error through the SDK
-        # (only Vertex fills completion_stats / error); the total is what was submitted.
-        stats = job.completion_stats
-        succeeded = (stats.successful_count or 0) if stats else 0
-        failed = (stats.failed_count or 0) if stats else 0
-        return BatchStatus(
-            state=_STATES.get(provider_state, BatchState.RUNNING),
-            provider_state=provider_state,
-            total=int(handle.extra.get("count") or succeeded + failed),
-            succeeded=succeeded,
-            failed=failed,
-            error_code=str(job.error.code) if job.error and job.error.code is not None else None,
-            error_message=job.error.message if job.error else None,
-        )
+        """The job's state (counts only where the API reports them)."""
+        return job_status(await self._get(handle.batch_id), handle.extra.get("count"))
 
     async def results(self, handle: BatchHandle) -> AsyncIterator[Outcome]:
+        """Inline responses from the job itself, or the lines of its result file."""
         job = await self._get(handle.batch_id)
         dest = job.dest
         if dest is None:
@@ -276,7 +339,7 @@ class GeminiBatchProvider(Provider):
         async for outcome in outcomes_from_lines(
             self._download_lines(file_name),
             _file_line_outcome,
-            source=f"Gemini file {file_name}",
+            source=f"{self.name} file {file_name}",
             on_malformed=self._count_malformed,
         ):
             yield outcome
@@ -288,7 +351,7 @@ class GeminiBatchProvider(Provider):
 
         async def download() -> None:
             try:
-                await self._client.files.download(file=file_name, destination=_ChunkQueue(queue))  # type: ignore[arg-type]
+                await self._client.files.download(file=file_name, destination=_ChunkQueue(queue))  # type: ignore[call-overload]
             except Exception as exc:  # handed to the reader, which raises it
                 await queue.put(exc)
             else:
@@ -299,7 +362,8 @@ class GeminiBatchProvider(Provider):
             pending = b""
             while (chunk := await queue.get()) is not None:
                 if isinstance(chunk, BaseException):
-                    raise _to_provider_error(chunk) from chunk
+                    with self._sdk_errors():  # an SDK or transport error becomes ours
+                        raise chunk
                 *lines, pending = (pending + chunk).split(b"\n")
                 for line in lines:
                     yield line
@@ -311,15 +375,13 @@ class GeminiBatchProvider(Provider):
                 await task
 
     async def cancel(self, handle: BatchHandle) -> None:
+        """Ask for cancellation; a job that already ended counts as cancelled."""
         try:
-            await self._client.batches.cancel(name=handle.batch_id)
-        except genai_errors.APIError as exc:
-            # Cancelling a job that already ended is refused; that is success here.
-            if exc.code in (400, 409) and (await self.poll(handle)).state.is_final:
-                return
-            raise _to_provider_error(exc) from exc
-        except _CONNECTION_ERRORS as exc:
-            raise _to_provider_error(exc) from exc
+            with self._sdk_errors():
+                await self._client.batches.cancel(name=handle.batch_id)
+        except ProviderError as error:
+            if not await self._already_final(error, handle):
+                raise
 
     async def find(
         self,
@@ -329,9 +391,12 @@ class GeminiBatchProvider(Provider):
         expected_count: int | None = None,
         custom_ids: frozenset[str] | None = None,
     ) -> BatchHandle | None:
-        """The job whose display name is ``tag`` (the newest, if creation was repeated)."""
+        """The job whose display name is ``tag`` (the newest, if creation was repeated).
+
+        The tag alone is exact; ``custom_ids`` is not needed.
+        """
         found: types.BatchJob | None = None
-        try:
+        with self._sdk_errors():
             async for job in await self._client.batches.list(config={"page_size": 100}):
                 if job.display_name != tag:
                     continue
@@ -346,8 +411,6 @@ class GeminiBatchProvider(Provider):
                     found.create_time.timestamp() if found.create_time else 0
                 ):
                     found = job
-        except (genai_errors.APIError, *_CONNECTION_ERRORS) as exc:
-            raise _to_provider_error(exc) from exc
         if found is None:
             return None
         return BatchHandle(
@@ -359,6 +422,7 @@ class GeminiBatchProvider(Provider):
         )
 
     async def complete(self, item: BatchItem) -> Outcome:
+        """One synchronous generateContent call; every failure becomes an outcome."""
         converted = sdk_request(item.body)
         if converted is None:
             return Outcome(
@@ -369,19 +433,16 @@ class GeminiBatchProvider(Provider):
             )
         contents, config = converted
         try:
-            response = await self._client.models.generate_content(
-                model=model_name(item.model), contents=contents, config=config
-            )
-        except genai_errors.APIError as exc:
-            status, code, message, retry_after = _api_error_fields(exc)
-            return failure(
-                item.custom_id, status=status, code=code, message=message, retry_after=retry_after
-            )
-        except _CONNECTION_ERRORS as exc:
-            return failure(
-                item.custom_id, code="connection_error", message=str(exc) or type(exc).__name__
-            )
+            with self._sdk_errors():
+                response = await self._client.models.generate_content(
+                    model=model_name(item.model), contents=contents, config=config
+                )
+        except ProviderError as error:
+            return error_outcome(item.custom_id, error)
+        except (KeyError, TypeError, ValueError) as exc:  # pydantic's ValidationError too
+            return refused_by_client(item.custom_id, exc)
         return gemini_outcome(item.custom_id, response_json(response), None)
 
     async def aclose(self) -> None:
+        """Close the SDK's async client."""
         await self._client.aclose()

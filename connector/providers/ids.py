@@ -25,6 +25,7 @@ _CUSTOM_ID_RE = re.compile(CUSTOM_ID_PATTERN)
 
 
 def is_valid_custom_id(value: str) -> bool:
+    """Whether every provider accepts ``value`` as a custom id as it is."""
     return _CUSTOM_ID_RE.fullmatch(value) is not None
 
 

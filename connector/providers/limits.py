@@ -38,6 +38,18 @@ LIMITS: dict[str, ProviderLimits] = {
     "gemini": GEMINI_LIMITS,
 }
 
+
+def named_limits(max_requests: int, max_bytes: int) -> ProviderLimits:
+    """Limits of an operator-declared OpenAI-kind provider (one model per batch, as OpenAI)."""
+    return ProviderLimits(
+        max_requests=max_requests,
+        max_bytes=max_bytes,
+        one_model_per_batch=True,
+        custom_id_max_len=CUSTOM_ID_MAX_LEN,
+        custom_id_pattern=CUSTOM_ID_PATTERN,
+    )
+
+
 # What a request costs in the batch input beyond its body: the JSONL envelope
 # (custom_id, method, url / key / params wrapper) and the newline.
 ENVELOPE_BYTES = 256

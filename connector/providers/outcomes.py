@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from connector.providers.base import Outcome, OutcomeKind, Usage
+from connector.providers.exceptions import ProviderError
 
 RETRYABLE_CODES = frozenset(
     {
@@ -111,6 +112,7 @@ def failure(
     body: dict[str, Any] | None = None,
     retry_after: float | None = None,
 ) -> Outcome:
+    """A failed request's outcome, classified by the provider's code and HTTP status."""
     return Outcome(
         custom_id=custom_id,
         kind=classify(status, code),
@@ -118,6 +120,32 @@ def failure(
         error_code=code if code is not None else (str(status) if status is not None else None),
         error_message=message,
         retry_after=retry_after,
+    )
+
+
+def error_outcome(custom_id: str, error: ProviderError) -> Outcome:
+    """A failed synchronous call as the request's outcome, classified by code and status."""
+    return failure(
+        custom_id,
+        status=error.status,
+        code=error.code,
+        message=error.message,
+        retry_after=error.retry_after,
+    )
+
+
+def undecodable(custom_id: str, exc: Exception, *, code: str) -> Outcome:
+    """A synchronous answer that could not be read: retryable, under the provider's ``code``."""
+    return failure(custom_id, code=code, message=f"undecodable response: {exc}")
+
+
+def refused_by_client(custom_id: str, exc: Exception) -> Outcome:
+    """A request the SDK refused before sending it (bad shape): permanent, named by the error."""
+    return Outcome(
+        custom_id=custom_id,
+        kind=OutcomeKind.PERMANENT,
+        error_code=type(exc).__name__,
+        error_message=f"missing field {exc}" if isinstance(exc, KeyError) else str(exc),
     )
 
 
@@ -155,23 +183,31 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-# Usage.input_tokens counts every input token, cached ones included; cached_tokens is that
-# cached subset. Output tokens include reasoning/thinking tokens (all are billed as output).
+# Usage.input_tokens counts every input token, cache reads and writes included (see Usage).
+# Output tokens include reasoning/thinking tokens (all are billed as output).
 
 
 def openai_usage(body: Mapping[str, Any] | None) -> Usage:
-    """Usage of a chat completions, responses or embeddings body."""
+    """Usage of a chat completions, responses or embeddings body.
+
+    ``prompt_tokens`` / ``input_tokens`` already include the cached prefix, which the
+    ``*_tokens_details.cached_tokens`` counts (OpenAI's caching is automatic, writes free).
+    """
     usage = _dict(_dict(body).get("usage"))
     if "input_tokens" in usage or "output_tokens" in usage:  # responses API
+        details = _dict(usage.get("input_tokens_details"))
         return Usage(
             input_tokens=_int(usage.get("input_tokens")),
             output_tokens=_int(usage.get("output_tokens")),
-            cached_tokens=_int(_dict(usage.get("input_tokens_details")).get("cached_tokens")),
+            cached_tokens=_int(details.get("cached_tokens")),
+            cache_write_tokens=_int(details.get("cache_write_tokens")),
         )
+    details = _dict(usage.get("prompt_tokens_details"))
     return Usage(  # chat completions; embeddings report prompt_tokens only
         input_tokens=_int(usage.get("prompt_tokens")),
         output_tokens=_int(usage.get("completion_tokens")),
-        cached_tokens=_int(_dict(usage.get("prompt_tokens_details")).get("cached_tokens")),
+        cached_tokens=_int(details.get("cached_tokens")),
+        cache_write_tokens=_int(details.get("cache_write_tokens")),
     )
 
 
@@ -188,11 +224,15 @@ def anthropic_usage(message: Mapping[str, Any] | None) -> Usage:
         input_tokens=_int(usage.get("input_tokens")) + cache_read + cache_write,
         output_tokens=_int(usage.get("output_tokens")),
         cached_tokens=cache_read,
+        cache_write_tokens=cache_write,
     )
 
 
 def gemini_usage(response: Mapping[str, Any] | None) -> Usage:
-    """Usage of a GenerateContentResponse (REST camelCase)."""
+    """Usage of a GenerateContentResponse (REST camelCase).
+
+    ``promptTokenCount`` includes the ``cachedContentTokenCount`` read from the cache.
+    """
     usage = _dict(_dict(response).get("usageMetadata"))
     return Usage(
         input_tokens=_int(usage.get("promptTokenCount")),
@@ -297,8 +337,8 @@ def anthropic_outcome(line: Mapping[str, Any]) -> Outcome:
             custom_id, OutcomeKind.SUCCEEDED, body=message, usage=anthropic_usage(message)
         )
     if kind == "errored":
-        code, message = anthropic_error_fields(result.get("error"))
-        return failure(custom_id, code=code, message=message)
+        code, text = anthropic_error_fields(result.get("error"))
+        return failure(custom_id, code=code, message=text)
     if kind in ("canceled", "expired"):
         return failure(custom_id, code=kind, message=f"the batch {kind} before this request ran")
     return failure(custom_id, code=str(kind), message="unknown result type")

@@ -18,11 +18,17 @@ from connector.providers.limits import ENVELOPE_BYTES
 
 
 class SplitRequest(Protocol):
-    @property
-    def model(self) -> str: ...
+    """What the splitter needs to know of a request."""
 
     @property
-    def endpoint(self) -> str: ...
+    def model(self) -> str:
+        """The model the request is for."""
+        ...
+
+    @property
+    def endpoint(self) -> str:
+        """The provider endpoint the request is for."""
+        ...
 
     @property
     def size_bytes(self) -> int:
@@ -35,12 +41,16 @@ R = TypeVar("R", bound=SplitRequest)
 
 @dataclass(frozen=True, slots=True)
 class Rejection(Generic[R]):
+    """A request no batch of this provider can hold, and why."""
+
     request: R
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
 class SplitResult(Generic[R]):
+    """Every request, either in exactly one batch or rejected."""
+
     batches: list[list[R]] = field(default_factory=list)
     rejected: list[Rejection[R]] = field(default_factory=list)
 

@@ -7,16 +7,20 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from connector.config import ProviderSettings
+from connector.config import NamedProviderSettings, ProviderSettings
 from connector.emulator import Emulator, EmulatorConfig
 from connector.providers.anthropic_batch import AnthropicBatchProvider
 from connector.providers.base import Provider
 from connector.providers.gemini_batch import GeminiBatchProvider
 from connector.providers.limits import GEMINI_LIMITS
 from connector.providers.openai_batch import OpenAIBatchProvider
+from connector.providers.registry import build_provider
 
 PROCESSING_SECONDS = 0.3
-ADAPTERS = ["openai", "anthropic", "gemini-inline", "gemini-file"]
+# groq: an openai_compatible provider (AsyncOpenAI at /compat/groq/v1); azure: an
+# azure_openai provider (AsyncAzureOpenAI at the emulator's /openai routes).
+ADAPTERS = ["openai", "anthropic", "gemini-inline", "gemini-file", "groq", "azure"]
+AZURE_API_VERSION = "2024-10-21"
 
 
 @pytest.fixture(scope="session")
@@ -35,6 +39,28 @@ def emulator(emulator_url: tuple[Emulator, str]) -> Emulator:
 
 
 def make_provider(name: str, url: str, *, max_retries: int = 2) -> Provider:
+    if name == "groq":
+        return build_provider(
+            name,
+            NamedProviderSettings(
+                kind="openai_compatible",
+                base_url=f"{url}/compat/groq/v1",
+                max_retries=max_retries,
+                timeout_s=10,
+                completion_window="7d",
+            ),
+        )
+    if name == "azure":
+        return build_provider(
+            name,
+            NamedProviderSettings(
+                kind="azure_openai",
+                base_url=url,
+                api_version=AZURE_API_VERSION,
+                max_retries=max_retries,
+                timeout_s=10,
+            ),
+        )
     if name == "openai":
         return OpenAIBatchProvider(
             ProviderSettings(base_url=f"{url}/v1", max_retries=max_retries, timeout_s=10)

@@ -18,38 +18,48 @@ from connector.providers.base import (
     OutcomeKind,
     Provider,
 )
-from connector.providers.exceptions import ProviderUnavailable
+from connector.providers.exceptions import ProviderUnavailable, ReconcilePending
 from connector.providers.ids import assign_custom_ids
 
 from .conftest import make_provider
 
-MODELS = {"openai": "gpt-4o-mini", "anthropic": "claude-haiku-4-5", "gemini": "gemini-2.5-flash"}
+MODELS = {
+    "openai": "gpt-4o-mini",
+    "anthropic": "claude-haiku-4-5",
+    "gemini": "gemini-2.5-flash",
+    "groq": "llama-3.1-8b-instant",
+    "azure": "gpt-4o-mini-batch",  # an Azure deployment name
+}
 ENDPOINTS = {
     "openai": "/v1/chat/completions",
     "anthropic": "/v1/messages",
     "gemini": "generateContent",
+    "groq": "/v1/chat/completions",
+    "azure": "/v1/chat/completions",
 }
 SUBMIT_ROUTES = {
-    "openai": r"/v1/batches$",
+    "openai": r"^/v1/batches$",
     "anthropic": r"/v1/messages/batches$",
     "gemini": r":batchGenerateContent$",
+    "groq": r"^/compat/groq/v1/batches$",
+    "azure": r"^/openai/batches$",
 }
 POLL_ROUTES = {
-    "openai": r"/v1/batches/[^/]+$",
+    "openai": r"^/v1/batches/[^/]+$",
     "anthropic": r"/v1/messages/batches/[^/]+$",
     "gemini": r"/batches/[^/:]+$",
+    "groq": r"^/compat/groq/v1/batches/[^/]+$",
+    "azure": r"^/openai/batches/[^/]+$",
 }
 
 
 def body(provider: str, text: str) -> dict[str, Any]:
-    if provider == "openai":
-        return {"messages": [{"role": "user", "content": text}], "max_tokens": 16}
-    if provider == "anthropic":
-        return {"messages": [{"role": "user", "content": text}], "max_tokens": 16}
-    return {
-        "contents": [{"role": "user", "parts": [{"text": text}]}],
-        "generationConfig": {"maxOutputTokens": 16},
-    }
+    if provider == "gemini":
+        return {
+            "contents": [{"role": "user", "parts": [{"text": text}]}],
+            "generationConfig": {"maxOutputTokens": 16},
+        }
+    return {"messages": [{"role": "user", "content": text}], "max_tokens": 16}
 
 
 def items(provider: Provider, custom_ids: list[str], text: str = "hello") -> list[BatchItem]:
@@ -177,26 +187,6 @@ async def test_stuck_batch_stays_running_and_cancels(
     assert (await wait_final(provider, handle)).state is BatchState.CANCELLED
 
 
-@pytest.mark.parametrize("status", [429, 500])
-async def test_transient_http_error_on_submit_is_retried(
-    provider: Provider, emulator: Emulator, status: int
-) -> None:
-    emulator.set_faults(
-        http_errors=[
-            {
-                "path_regex": SUBMIT_ROUTES[provider.name],
-                "method": "POST",
-                "status": status,
-                "count": 1,
-                "retry_after": 0,
-            }
-        ]
-    )
-    handle = await provider.submit("tag-retry", items(provider, ["r0"]))
-    assert (await wait_final(provider, handle)).state is BatchState.ENDED
-    assert emulator.stats()["batches_created"][provider.name] == 1
-
-
 async def test_persistent_http_error_becomes_provider_unavailable(
     provider: Provider, emulator: Emulator, emulator_url: tuple[Emulator, str]
 ) -> None:
@@ -239,19 +229,39 @@ async def test_malformed_line_is_counted_not_fatal(
     await provider.aclose()
 
 
+async def find_settled(provider: Provider, tag: str, **bounds: Any) -> BatchHandle | None:
+    """``find``, asked again while it is pending, for at most 10 s (then its error stands)."""
+    for _ in range(200):
+        try:
+            return await provider.find(tag, **bounds)
+        except ReconcilePending as pending:
+            assert pending.retry_after and pending.retry_after > 0
+            await asyncio.sleep(0.05)
+    return await provider.find(tag, **bounds)
+
+
 async def test_find_after_submit(provider: Provider, emulator: Emulator) -> None:
     started = time.time()
     await provider.submit("tag-other", items(provider, ["o0", "o1", "o2"]))
     handle = await provider.submit("tag-find", items(provider, ["f0", "f1"]))
-    found = await provider.find("tag-find", created_after=started, expected_count=2)
-    assert found is not None and found.batch_id == handle.batch_id
-    assert (
-        await provider.find("tag-missing", created_after=time.time() + 3600, expected_count=2)
-        is None
+    found = await find_settled(
+        provider,
+        "tag-find",
+        created_after=started,
+        expected_count=2,
+        custom_ids=frozenset({"f0", "f1"}),
     )
+    assert found is not None and found.batch_id == handle.batch_id
+    missing = await provider.find(
+        "tag-missing",
+        created_after=time.time() + 3600,
+        expected_count=2,
+        custom_ids=frozenset({"m0", "m1"}),
+    )
+    assert missing is None
 
 
-@pytest.mark.parametrize("adapter", ["openai", "anthropic", "gemini-inline"])
+@pytest.mark.parametrize("adapter", ["openai", "anthropic", "gemini-inline", "groq", "azure"])
 async def test_complete_success_retryable_permanent(
     adapter: str, emulator: Emulator, emulator_url: tuple[Emulator, str]
 ) -> None:
@@ -273,7 +283,7 @@ async def test_complete_success_retryable_permanent(
     await provider.aclose()
 
 
-@pytest.mark.parametrize("adapter", ["openai", "anthropic", "gemini-inline"])
+@pytest.mark.parametrize("adapter", ["openai", "anthropic", "gemini-inline", "groq", "azure"])
 async def test_complete_connection_failure_is_retryable(adapter: str) -> None:
     dead = make_provider(adapter, "http://127.0.0.1:9", max_retries=0)
     name = dead.name
@@ -292,5 +302,57 @@ async def test_openai_token_limit_fails_the_batch(
     assert status.state is BatchState.FAILED
     assert status.error_code == "token_limit_exceeded"
     assert status.error_message
+    assert status.quota_exceeded
     assert await collect(provider, handle) == {}
+    await provider.aclose()
+
+
+@pytest.mark.parametrize("adapter", ["openai", "gemini-inline"])
+async def test_a_batch_failed_for_another_reason_is_not_quota(
+    adapter: str, emulator: Emulator, emulator_url: tuple[Emulator, str]
+) -> None:
+    provider = make_provider(adapter, emulator_url[1])
+    emulator.set_faults(batch_outcome="failed")
+    handle = await provider.submit("tag-failed", items(provider, ["f0"]))
+    status = await wait_final(provider, handle)
+    assert status.state is BatchState.FAILED
+    assert not status.quota_exceeded
+    await provider.aclose()
+
+
+CLIENT_SIDE_REFUSALS = [
+    ("openai", {"max_tokens": 5}, "KeyError"),  # chat completions without messages
+    ("anthropic", {"messages": [{"role": "user", "content": "hi"}]}, "KeyError"),  # no max_tokens
+    ("gemini-inline", {"contents": 5}, "ValidationError"),
+]
+
+
+@pytest.mark.parametrize(("adapter", "request_body", "error_class"), CLIENT_SIDE_REFUSALS)
+async def test_complete_turns_a_body_the_sdk_refuses_into_a_permanent_outcome(
+    adapter: str,
+    request_body: dict[str, Any],
+    error_class: str,
+    emulator: Emulator,
+    emulator_url: tuple[Emulator, str],
+) -> None:
+    provider = make_provider(adapter, emulator_url[1], max_retries=0)
+    name = provider.name
+    outcome = await provider.complete(BatchItem("x", MODELS[name], ENDPOINTS[name], request_body))
+    assert outcome.kind is OutcomeKind.PERMANENT
+    assert outcome.error_code == error_class and outcome.error_message
+    assert emulator.stats()["sync_calls"].get(name, 0) == 0  # refused before anything was sent
+    await provider.aclose()
+
+
+async def test_gemini_body_the_sdk_cannot_model_goes_by_file_not_by_exception(
+    emulator: Emulator, emulator_url: tuple[Emulator, str]
+) -> None:
+    provider = make_provider("gemini-inline", emulator_url[1])
+    batch = items(provider, ["good"]) + [
+        BatchItem("bad", MODELS["gemini"], ENDPOINTS["gemini"], {"contents": 5})
+    ]
+    handle = await provider.submit("tag-odd-body", batch)
+    assert emulator.stats()["files_uploaded"] == 1  # the provider answers for the odd body
+    await wait_final(provider, handle)
+    assert set(await collect(provider, handle)) == {"good", "bad"}
     await provider.aclose()

@@ -7,7 +7,8 @@ import json
 from google.genai import _api_client, _common, batches, types
 from pydantic.alias_generators import to_camel
 
-from connector.providers.gemini_batch import model_name, sdk_request
+from connector.providers.base import BatchState
+from connector.providers.gemini_batch import job_status, model_name, sdk_request
 
 BODY = {
     "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
@@ -51,3 +52,20 @@ def test_fields_the_sdk_cannot_carry_are_refused() -> None:
 def test_model_name() -> None:
     assert model_name("gemini-2.5-flash") == "models/gemini-2.5-flash"
     assert model_name("models/gemini-2.5-flash") == "models/gemini-2.5-flash"
+
+
+def test_job_status_flags_a_quota_failure_and_only_that() -> None:
+    def failed(code: int, message: str) -> types.BatchJob:
+        return types.BatchJob(
+            state=types.JobState.JOB_STATE_FAILED,
+            error=types.JobError(code=code, message=message),
+        )
+
+    quota = job_status(failed(8, "RESOURCE_EXHAUSTED: batch quota"), 3)
+    assert quota.state is BatchState.FAILED and quota.quota_exceeded
+    assert (quota.error_code, quota.total) == ("8", 3)
+    assert not job_status(failed(3, "INVALID_ARGUMENT: bad"), 3).quota_exceeded
+    running = types.BatchJob(
+        state=types.JobState.JOB_STATE_RUNNING, error=types.JobError(code=8, message="x")
+    )
+    assert not job_status(running, 3).quota_exceeded

@@ -235,7 +235,7 @@ def test_anthropic_canceled_and_expired_are_retryable(result_type: str) -> None:
 def test_anthropic_usage_with_cache_writes() -> None:
     usage = {"input_tokens": 5, "output_tokens": 1, "cache_creation_input_tokens": 100}
     assert anthropic_usage({"usage": usage}) == Usage(
-        input_tokens=105, output_tokens=1, cached_tokens=0
+        input_tokens=105, output_tokens=1, cached_tokens=0, cache_write_tokens=100
     )
 
 
