@@ -32,7 +32,7 @@ from connector.lanes.realtime import RealtimeLane
 from connector.lanes.webhooks import WebhookReceiver
 from connector.lanes.webhooks import serve as serve_webhooks
 from connector.pricing import PriceTable
-from connector.providers.registry import build_providers
+from connector.providers.registry import build_providers, endpoints_of
 from connector.serde import build_codec
 from connector.transport import register as register_transport
 
@@ -100,6 +100,7 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
     codec = build_codec(settings)
     providers = build_providers(settings)
     prices = PriceTable.load(settings.prices_file)
+    prices.require(providers)
     outputs = Outputs(app, settings, codec, topic_limits)
     internal = {"max.message.bytes": settings.kafka.max_request_size}
 
@@ -128,6 +129,7 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
         partitions=settings.partitions,
         reply_allowlist=frozenset(settings.reply_topic_allowlist),
         max_body={name: p.limits.max_bytes for name, p in providers.items()},
+        endpoints=endpoints_of(providers),
         shards_per_key=settings.batching.shards_per_key,
         work_limit=settings.kafka.max_request_size - RECORD_OVERHEAD_BYTES,
     )

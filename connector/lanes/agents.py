@@ -97,6 +97,7 @@ class Intake:
         partitions: int,
         reply_allowlist: frozenset[str],
         max_body: dict[str, int],
+        endpoints: dict[str, frozenset[str]],
         shards_per_key: int,
         work_limit: int,
     ) -> None:
@@ -108,6 +109,7 @@ class Intake:
         self.partitions = partitions
         self.allow = reply_allowlist
         self.max_body = max_body
+        self.endpoints = endpoints
         self.shards = shards_per_key
         self.work_limit = work_limit  # bytes of one work topic record
         self.resumed: set[int] = set()  # input partitions read since the last assignment
@@ -127,7 +129,7 @@ class Intake:
         return lambda: self.out.failure(failure)
 
     def _entry(self, value: Any, source: Source) -> PendingEntry | Rejected:
-        request = admit(self.codec, value, source[0], self.allow, self.max_body)
+        request = admit(self.codec, value, source[0], self.allow, self.max_body, self.endpoints)
         if isinstance(request, Rejected):
             return request
         try:
@@ -169,7 +171,7 @@ class Intake:
         """The ``realtime`` agent: inference.realtime → synchronous calls → results."""
         async for event in events:
             source = _source(event)
-            request = admit(self.codec, event.value, source[0], self.allow, {})
+            request = admit(self.codec, event.value, source[0], self.allow, {}, self.endpoints)
             if isinstance(request, Rejected):
                 await deliver_all([self.rejection(request, source)], "dead letters")
                 continue

@@ -41,14 +41,17 @@ from connector.providers.base import (
     Provider,
     ProviderLimits,
 )
-from connector.providers.exceptions import BatchNotFound, BatchRejected, ProviderError
+from connector.providers.exceptions import (
+    BatchNotFound,
+    BatchRejected,
+    ProviderError,
+    QuotaExceeded,
+)
 from connector.providers.ids import assign_custom_ids
 from connector.providers.split import split_batches
 
 log = logging.getLogger(__name__)
 
-# Batch-level errors that say "not now" rather than "never": resubmit the same requests later.
-QUOTA_ERRORS = frozenset({"token_limit_exceeded", "rate_limit_exceeded", "RESOURCE_EXHAUSTED", "rate_limit_error"})
 # A batch the provider no longer knows is treated as lost only after this many 404s in a row.
 NOT_FOUND_POLLS = 3
 # One emission step stops after this long, so other batches and partitions get their turn.
@@ -283,7 +286,12 @@ class BatchMachine:
             try:
                 handle = await provider.submit(batch.current_tag, items)
             except BatchRejected as exc:
-                await self.set_phase(index, batch, BatchPhase.FAILED, error_code=exc.code or "rejected", error_message=str(exc))
+                await self.set_phase(index, batch, BatchPhase.FAILED, error_code=exc.code or "rejected", error_message=exc.message)
+                return
+            except QuotaExceeded as exc:
+                # Refused before it existed: wait for the quota like a quota-failed batch.
+                log.warning("batch %s: %s; trying again in %.0fs", batch.batch_id, exc, self.cfg.quota_backoff_s)
+                self._backoff[batch.batch_id] = Backoff(due_ms=self.clock() + int(self.cfg.quota_backoff_s * 1000))
                 return
         self._fresh.discard(batch.batch_id)
         await self.set_phase(
@@ -475,8 +483,8 @@ class BatchMachine:
 
 
 def _quota_failure(status: BatchStatus) -> bool:
-    flagged = getattr(status, "quota_exceeded", False)
-    return status.state is BatchState.FAILED and (flagged or status.error_code in QUOTA_ERRORS)
+    """A batch the provider failed for a quota: "not now" rather than "never"."""
+    return status.state is BatchState.FAILED and status.quota_exceeded
 
 
 async def _no_outcomes() -> AsyncIterator[Outcome]:

@@ -16,7 +16,7 @@ from typing import Any
 from connector import schemas
 from connector.errors import DecodeError, ValidationError
 from connector.lanes import records
-from connector.model import validate_request
+from connector.model import ENDPOINTS, validate_request
 from connector.serde import Codec
 
 # Fields whose text travels as Kafka keys and topic names besides the record itself.
@@ -34,9 +34,14 @@ class Rejected:
 
 
 def admit(
-    codec: Codec, raw: bytes | None, topic: str, allowlist: frozenset[str], max_body_bytes: Mapping[str, int]
+    codec: Codec,
+    raw: bytes | None,
+    topic: str,
+    allowlist: frozenset[str],
+    max_body_bytes: Mapping[str, int],
+    endpoints: Mapping[str, frozenset[str]] = ENDPOINTS,
 ) -> dict[str, Any] | Rejected:
-    """The decoded, valid request, or why it cannot enter a lane."""
+    """The decoded, valid request, or why it cannot enter a lane (``endpoints``: per provider)."""
     try:
         request = codec.decode(schemas.REQUEST, raw, topic)
     except DecodeError as exc:
@@ -46,7 +51,7 @@ def admit(
     except Exception as exc:  # noqa: BLE001 - a codec bug must cost one record, not the agent
         return Rejected(records.INTERNAL_ERROR, f"decoding failed: {records.exception_message(exc)}", None, raw)
     try:
-        return _validated(request, allowlist, max_body_bytes)
+        return _validated(request, allowlist, max_body_bytes, endpoints)
     except _Oversize as exc:
         return Rejected(records.OVERSIZE, str(exc), request, None)
     except ValidationError as exc:
@@ -59,9 +64,14 @@ def admit(
         return Rejected(records.INTERNAL_ERROR, f"validation failed: {records.exception_message(exc)}", request, None)
 
 
-def _validated(request: dict[str, Any], allowlist: frozenset[str], max_body_bytes: Mapping[str, int]) -> dict[str, Any]:
+def _validated(
+    request: dict[str, Any],
+    allowlist: frozenset[str],
+    max_body_bytes: Mapping[str, int],
+    endpoints: Mapping[str, frozenset[str]],
+) -> dict[str, Any]:
     _check_unicode_fields(request)
-    validate_request(request, reply_allowlist=allowlist)
+    validate_request(request, reply_allowlist=allowlist, endpoints=endpoints)
     _check_unicode_body(request)
     limit = max_body_bytes.get(request["provider"])
     size = len(request["body"].encode())

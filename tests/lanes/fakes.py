@@ -104,7 +104,8 @@ class FakeProvider(Provider):
     async def poll(self, handle: BatchHandle) -> BatchStatus:
         state = self.batches[handle.batch_id]["state"]
         error = self.final_error if state is BatchState.FAILED else None
-        return BatchStatus(state, state.value, total=len(self.batches[handle.batch_id]["items"]), error_code=error)
+        return BatchStatus(state, state.value, total=len(self.batches[handle.batch_id]["items"]), error_code=error,
+                           quota_exceeded=error == "token_limit_exceeded")
 
     async def results(self, handle: BatchHandle) -> AsyncIterator[Outcome]:
         for item in reversed(self.batches[handle.batch_id]["items"]):  # order is never input order

@@ -513,3 +513,25 @@ async def test_a_member_the_table_no_longer_holds_in_flight_is_skipped_not_fatal
     assert sorted(r["request_id"] for r in h.out.results) == sorted(f"req-{i}" for i in range(10) if i not in (3, 4))
     assert [r["request_id"] for r in h.out.retries] == ["req-4"]
     assert h.records()[0].phase is BatchPhase.EMITTED
+
+
+async def test_a_quota_refusal_at_create_waits_for_the_quota_backoff():
+    from connector.providers.exceptions import QuotaExceeded
+
+    h = Harness(quota_backoff_s=60)
+    await h.feed(*[entry(i) for i in range(10)])
+    original = h.provider.submit
+    refusals = {"left": 1}
+
+    async def refuse_once(tag, items):
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise QuotaExceeded("enqueued token limit", provider="openai", status=429, code="token_limit_exceeded")
+        return await original(tag, items)
+
+    h.provider.submit = refuse_once
+    await h.tick()
+    await h.tick(30)
+    assert h.provider.submits == 0  # still waiting for the quota
+    await h.tick(31)
+    assert h.provider.submits == 1 and h.records()[0].phase is BatchPhase.SUBMITTED
