@@ -107,16 +107,17 @@ def broker(
 @handled
 def topics_apply(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan, change nothing.")] = False,
-    directory: Annotated[Path | None, typer.Option("--dir", help="Topics directory (default: topics/).")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Topics directory (default: BATCHBRIDGE_TOPICS_DIR, else the shipped topics/).")] = None,
     increase_partitions: Annotated[
         bool, typer.Option("--increase-partitions", help="Raise partition counts below the declared ones.")
     ] = False,
 ) -> None:
     """Create the declared topics that are missing; report drift; never delete."""
-    from connector.topics import apply_topics, render_plan
+    from connector.render import plan_table
+    from connector.topics import apply_topics
 
     plan = apply_topics(load_settings(), directory, dry_run=dry_run, increase_partitions=increase_partitions)
-    console.print(render_plan(plan))
+    console.print(plan_table(plan))
     if plan.no_changes:
         console.print("no changes")
 
@@ -124,12 +125,13 @@ def topics_apply(
 @topics_app.command("list")
 @handled
 def topics_list(
-    directory: Annotated[Path | None, typer.Option("--dir", help="Topics directory (default: topics/).")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Topics directory (default: BATCHBRIDGE_TOPICS_DIR, else the shipped topics/).")] = None,
 ) -> None:
     """Show the topics that exist on the broker."""
-    from connector.topics import list_topics, render_topics
+    from connector.render import topics_table
+    from connector.topics import list_topics
 
-    console.print(render_topics(list_topics(load_settings(), directory)))
+    console.print(topics_table(list_topics(load_settings(), directory)))
 
 
 @app.command()
