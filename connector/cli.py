@@ -17,7 +17,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from connector.config import Settings, get_settings
 from connector.errors import BatchBridgeError
@@ -198,31 +197,13 @@ def status(
     """In-flight batches (latest event per batch from the batches topic) and counts by state."""
     from connector import schemas, summary
     from connector.client import read_topics
+    from connector.render import status_table
 
     settings = load_settings()
     events = (record for _, record in read_topics(settings, {settings.topics.batches: schemas.BATCH_EVENT}, timeout=timeout))
     latest = summary.latest_batches(events)
-    shown = (
-        sorted(latest.values(), key=lambda e: (e["opened_at"], e["batch_id"])) if show_all else summary.in_flight(latest)
-    )
-    now = time.time() * 1000
-    table = Table(title="Batches" if show_all else "In-flight batches")
-    for column in ("batch", "provider", "model", "endpoint", "state", "requests", "provider batch", "age"):
-        table.add_column(column)
-    for event in shown:
-        table.add_row(
-            event["batch_id"],
-            event["provider"],
-            event["model"],
-            event["endpoint"],
-            event["state"],
-            str(event["request_count"]),
-            event.get("provider_batch_id") or "-",
-            f"{(now - event['opened_at']) / 1000:.0f} s",
-        )
-    counts = summary.state_counts(latest)
-    table.caption = ", ".join(f"{state}: {n}" for state, n in counts.items()) or "no batches"
-    console.print(table)
+    shown = summary.shown_batches(latest, show_all)
+    console.print(status_table(shown, summary.state_counts(latest), show_all=show_all, now_ms=time.time() * 1000))
 
 
 @app.command()
@@ -232,63 +213,28 @@ def report(
     timeout: Annotated[float, typer.Option(help="Seconds to read the topics.")] = 30.0,
 ) -> None:
     """Cost and savings per provider and model, from the results and dead-letter topics."""
-    from collections import Counter
-
     from connector import schemas, summary
     from connector.client import read_topics
+    from connector.render import report_view
 
     settings = load_settings()
     topics = {settings.topics.results: schemas.RESULT, settings.topics.deadletter: schemas.FAILURE}
-    seen: set[str] = set()
-    results: list[dict[str, Any]] = []
-    failures: Counter[str] = Counter()
-    duplicates = 0
-    for topic, record in read_topics(settings, topics, timeout=timeout):
-        request_id = record.get("request_id")
-        if request_id is not None:
-            if request_id in seen:
-                duplicates += 1
-                continue
-            seen.add(request_id)
-        if topic == settings.topics.results:
-            results.append(record)
-        else:
-            failures[record["error_class"]] += 1
-    rows = summary.cost_rows(results)
-    total = summary.total_row(rows)
-    if as_json:
-        out = {
-            "results": total.requests,
-            "deadletters": sum(failures.values()),
-            "deadletters_by_class": dict(sorted(failures.items())),
-            "duplicates": duplicates,
-            "cost_usd": round(total.cost_usd, 6),
-            "realtime_cost_usd": round(total.realtime_cost_usd, 6),
-            "saving_usd": round(total.saving_usd, 6),
-            "saving_pct": total.saving_pct,
-            "by_model": [row.as_dict() for row in rows],
-        }
-        print(json.dumps(out, indent=2))
-        return
-    table = Table(title="Cost report")
-    for column in ("provider", "model", "requests", "input tok", "output tok", "cost", "realtime-equivalent", "saving"):
-        table.add_column(column, justify="left" if column in ("provider", "model") else "right")
-    for row in [*rows, total] if rows else []:
-        table.add_row(
-            row.provider,
-            row.model,
-            str(row.requests),
-            f"{row.input_tokens:,}",
-            f"{row.output_tokens:,}",
-            f"${row.cost_usd:,.4f}",
-            f"${row.realtime_cost_usd:,.4f}",
-            "-" if row.saving_pct is None else f"${row.saving_usd:,.4f} ({row.saving_pct}%)",
-            style="bold" if row is total else None,
-        )
-    table.caption = f"dead letters: {sum(failures.values())}" + (
-        " (" + ", ".join(f"{k}: {v}" for k, v in sorted(failures.items())) + ")" if failures else ""
+    records = read_topics(settings, topics, timeout=timeout)
+    outcomes = summary.first_outcomes(
+        ("result" if topic == settings.topics.results else "deadletter", record) for topic, record in records
     )
-    console.print(table)
+    cost = summary.cost_report(outcomes.results)
+    if not as_json:
+        console.print(report_view(cost, outcomes.failures_by_class))
+        return
+    out = {
+        "results": cost.total.requests,
+        "deadletters": outcomes.deadletters,
+        "deadletters_by_class": outcomes.failures_by_class,
+        "duplicates": outcomes.duplicates,
+        **cost.as_dict(),
+    }
+    print(json.dumps(out, indent=2))
 
 
 @app.command()
@@ -300,7 +246,8 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every outcome.")] = 180.0,
 ) -> None:
     """Everything on this machine: broker, emulator, worker, sample workload, summary."""
-    from connector.demo import DemoOptions, render_summary, run_demo
+    from connector.demo import DemoOptions, run_demo
+    from connector.render import demo_summary
 
     # Progress and notes go to stderr so that --json leaves stdout as pure JSON.
     progress_console = err_console if as_json else console
@@ -310,7 +257,7 @@ def demo(
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        render_summary(result, console)
+        console.print(demo_summary(result))
     if not result["complete"]:
         err_console.print(
             f"[bold red]incomplete:[/bold red] {result['missing']} of {result['requests']} requests had no "

@@ -6,13 +6,28 @@ Rendering only: each function takes data the pure modules computed (:mod:`connec
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
+from rich.console import Console, Group
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from connector.summary import CostReport, CostRow, SavingsBreakdown
 from connector.topics.planning import Plan, TopicRow, plan_rows
 
 _PLAN_STYLES = {"create": "green", "created": "green", "in sync": "dim"}
+_STATUS_COLUMNS = (
+    "batch",
+    "provider",
+    "model",
+    "endpoint",
+    "state",
+    "requests",
+    "provider batch",
+    "age",
+)
+_TOKEN_COLUMNS = ("input tok", "output tok", "cost")
 
 
 def plan_table(plan: Plan) -> Table:
@@ -48,3 +63,144 @@ def topics_table(rows: Iterable[TopicRow]) -> Table:
             ", ".join(f"{k}={v}" for k, v in sorted(row.configs.items())),
         )
     return table
+
+
+def money(value: float) -> str:
+    return f"${value:,.4f}"
+
+
+def status_table(
+    shown: Iterable[Mapping[str, Any]], counts: Mapping[str, int], *, show_all: bool, now_ms: float
+) -> Table:
+    """``status``: one line per batch (its latest event), counts by state in the caption."""
+    table = Table(title="Batches" if show_all else "In-flight batches")
+    for column in _STATUS_COLUMNS:
+        table.add_column(column)
+    for event in shown:
+        table.add_row(
+            event["batch_id"],
+            event["provider"],
+            event["model"],
+            event["endpoint"],
+            event["state"],
+            str(event["request_count"]),
+            event.get("provider_batch_id") or "-",
+            f"{(now_ms - event['opened_at']) / 1000:.0f} s",
+        )
+    table.caption = ", ".join(f"{state}: {n}" for state, n in counts.items()) or "no batches"
+    return table
+
+
+def _cost_columns(table: Table, requests_label: str, realtime_label: str) -> None:
+    for column in ("provider", "model", requests_label, *_TOKEN_COLUMNS, realtime_label, "saving"):
+        table.add_column(column, justify="left" if column in ("provider", "model") else "right")
+
+
+def _cost_cells(row: CostRow) -> tuple[str, ...]:
+    return (
+        row.provider,
+        row.model,
+        str(row.requests),
+        f"{row.input_tokens:,}",
+        f"{row.output_tokens:,}",
+        money(row.cost_usd),
+        money(row.realtime_cost_usd),
+    )
+
+
+def savings_table(savings: SavingsBreakdown, realtime_cost_usd: float) -> Table:
+    """Where the saving came from: batch discount, prompt cache, Flex (and anything else)."""
+    table = Table(title="Savings breakdown")
+    for column in ("part", "saving", "of realtime cost"):
+        table.add_column(column, justify="left" if column == "part" else "right")
+    parts = [
+        ("batch discount", savings.batch_discount_usd),
+        ("prompt cache", savings.cache_usd),
+        ("Flex tier", savings.flex_usd),
+    ]
+    if abs(savings.other_usd) >= 0.00005:  # shown only when it survives the rounding
+        parts.append(("other", savings.other_usd))
+    for label, value in [*parts, ("total", savings.total_usd)]:
+        share = round(100.0 * value / realtime_cost_usd, 2) if realtime_cost_usd > 0 else None
+        table.add_row(
+            label,
+            money(value),
+            "-" if share is None else f"{share}%",
+            style="bold" if label == "total" else None,
+        )
+    return table
+
+
+def report_view(report: CostReport, failures_by_class: Mapping[str, int]) -> Group:
+    """``report``: cost per provider and model with a total, then the savings breakdown."""
+    table = Table(title="Cost report")
+    _cost_columns(table, "requests", "realtime-equivalent")
+    for row in [*report.rows, report.total] if report.rows else []:
+        saving = "-" if row.saving_pct is None else f"{money(row.saving_usd)} ({row.saving_pct}%)"
+        table.add_row(*_cost_cells(row), saving, style="bold" if row is report.total else None)
+    failures = sum(failures_by_class.values())
+    by_class = ", ".join(f"{k}: {v}" for k, v in sorted(failures_by_class.items()))
+    table.caption = f"dead letters: {failures}" + (f" ({by_class})" if by_class else "")
+    if not report.rows:
+        return Group(table)
+    return Group(table, savings_table(report.total.savings, report.total.realtime_cost_usd))
+
+
+def _demo_overview(result: Mapping[str, Any]) -> Table:
+    overview = Table(title="Demo summary", show_header=False)
+    overview.add_column("", style="bold")
+    overview.add_column("")
+    by_class = ", ".join(f"{k}: {v}" for k, v in result["deadletters_by_class"].items()) or "-"
+    fill = result["batch_avg_fill"]
+    savings = result["savings"]
+    rows = [
+        ("requests", str(result["requests"])),
+        ("results", f"{result['results']} ({result['realtime_results']} realtime)"),
+        ("dead letters", f"{result['deadletters']} ({by_class})"),
+        ("missing", str(result["missing"])),
+        ("duplicates dropped", str(result["duplicates"])),
+        ("batches", f"{result['batches']} (average fill {fill if fill is not None else '-'})"),
+        ("time to result p50 / p95", f"{result['p50_s']} s / {result['p95_s']} s"),
+        ("cost at batch prices", money(result["cost_usd"])),
+        ("same work at realtime prices", money(result["realtime_cost_usd"])),
+        ("saving", "-" if result["saving_pct"] is None else f"{result['saving_pct']}%"),
+        (
+            "saving from",
+            f"batch discount {money(savings['batch_discount_usd'])}, "
+            f"prompt cache {money(savings['cache_usd'])}, Flex {money(savings['flex_usd'])}",
+        ),
+        ("elapsed", f"{result['elapsed_s']} s"),
+    ]
+    for label, value in rows:
+        overview.add_row(label, value)
+    return overview
+
+
+def demo_summary(result: Mapping[str, Any]) -> Group:
+    """``demo``: the overview, the per-model costs, and where the worker logs are."""
+    models = Table(title="By model")
+    _cost_columns(models, "results", "realtime cost")
+    for row in result["by_model"]:
+        models.add_row(
+            row["provider"],
+            row["model"],
+            str(row["requests"]),
+            f"{row['input_tokens']:,}",
+            f"{row['output_tokens']:,}",
+            money(row["cost_usd"]),
+            money(row["realtime_cost_usd"]),
+            "-" if row["saving_pct"] is None else f"{row['saving_pct']}%",
+        )
+    return Group(_demo_overview(result), models, f"worker log: {', '.join(result['worker_logs'])}")
+
+
+def progress(console: Console, label: str) -> Progress:
+    """A bar with done/total and elapsed time, for the demo's outcomes and ``replay``."""
+    return Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
