@@ -13,13 +13,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from connector.config import Settings, get_settings
 from connector.errors import BatchBridgeError
+
+if TYPE_CHECKING:
+    from connector.deadletters import Selection
 
 # No locals in tracebacks: they would show settings, and settings hold API keys.
 app = typer.Typer(
@@ -319,6 +322,138 @@ def produce(
     for request, request_lane in sends:
         console.print(f"{request_lane:<8} {request['request_id']}  {request['provider']} {request['model']}")
     console.print(f"sent {len(sends)} request(s)")
+
+
+# Filters shared by `deadletters` and `replay`.
+ClassOpt = Annotated[list[str] | None, typer.Option("--class", help="Error class (repeatable).")]
+ProviderOpt = Annotated[list[str] | None, typer.Option("--provider", help="Provider (repeatable).")]
+ModelOpt = Annotated[list[str] | None, typer.Option("--model", help="Model (repeatable).")]
+SinceOpt = Annotated[
+    str | None, typer.Option(help="Failed at or after: 2h, 30m, 7d (ago), ISO 8601 (UTC if no zone), epoch ms.")
+]
+UntilOpt = Annotated[str | None, typer.Option(help="Failed before (same forms as --since).")]
+IdOpt = Annotated[list[str] | None, typer.Option("--request-id", help="Request id (repeatable).")]
+IdsFileOpt = Annotated[Path | None, typer.Option("--ids-file", help="A file of request ids, one per line.")]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds to read the topics.")]
+
+
+def _selection(
+    classes: list[str] | None,
+    providers: list[str] | None,
+    models: list[str] | None,
+    since: str | None,
+    until: str | None,
+    request_ids: list[str] | None,
+    ids_file: Path | None,
+) -> Selection:
+    """The dead letters the filters select; a bad time or ids file is a usage error."""
+    from connector.client import now_ms
+    from connector.deadletters import Selection, parse_time
+
+    ids = set(request_ids or ())
+    if ids_file is not None:
+        try:
+            ids |= {line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()}
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {ids_file}: {exc}", param_hint="--ids-file") from None
+    now = now_ms()
+    try:
+        since_ms = parse_time(since, now) if since else None
+        until_ms = parse_time(until, now) if until else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since / --until") from None
+    return Selection(
+        classes=frozenset(classes or ()),
+        providers=frozenset(providers or ()),
+        models=frozenset(models or ()),
+        request_ids=frozenset(ids),
+        since_ms=since_ms,
+        until_ms=until_ms,
+    )
+
+
+@app.command()
+@handled
+def deadletters(
+    classes: ClassOpt = None,
+    providers: ProviderOpt = None,
+    models: ModelOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    request_ids: IdOpt = None,
+    ids_file: IdsFileOpt = None,
+    show: Annotated[int, typer.Option(min=0, help="Also list the newest N matching dead letters.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    timeout: TimeoutOpt = 30.0,
+) -> None:
+    """Count dead letters by class, provider and model; --show lists the newest of them."""
+    from dataclasses import asdict
+
+    from connector.deadletters import count, read_deadletters, read_replayed, summary_of
+    from connector.render import deadletter_counts, deadletter_list
+
+    selection = _selection(classes, providers, models, since, until, request_ids, ids_file)
+    settings = load_settings()
+    replayed = read_replayed(settings, timeout=timeout)
+    matching = (dl for dl in read_deadletters(settings, timeout=timeout) if selection.matches(dl))
+    tally = count(matching, replayed, keep=show)
+    if as_json:
+        rows = tally.rows()
+        out: dict[str, Any] = {
+            "total": tally.total,
+            "replayable": sum(row.replayable for row in rows),
+            "replayed": sum(row.replayed for row in rows),
+            "by": [asdict(row) for row in rows],
+        }
+        if show:
+            out["newest"] = [summary_of(dl) for dl in tally.newest()]
+        print(json.dumps(out, indent=2))
+        return
+    console.print(deadletter_counts(tally))
+    if show and tally.total:
+        console.print(deadletter_list(tally.newest()))
+
+
+@app.command()
+@handled
+def replay(
+    classes: ClassOpt = None,
+    providers: ProviderOpt = None,
+    models: ModelOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    request_ids: IdOpt = None,
+    ids_file: IdsFileOpt = None,
+    everything: Annotated[bool, typer.Option("--all", help="Select every dead letter (no filter).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed, send nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Send dead letters an earlier replay sent too.")] = False,
+    show: Annotated[int, typer.Option(min=0, help="List at most N of the replayed dead letters.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    timeout: TimeoutOpt = 30.0,
+) -> None:
+    """Re-send selected dead letters' original requests to the deferred topic, attempt 1."""
+    from connector.deadletters import plan_replay, read_deadletters, read_replayed, send_replays
+    from connector.render import progress, replay_view
+    from connector.serde import build_codec
+
+    selection = _selection(classes, providers, models, since, until, request_ids, ids_file)
+    if selection.everything and not everything:
+        err_console.print("[bold red]error:[/bold red] select dead letters with a filter, or pass --all")
+        raise typer.Exit(2)
+    settings = load_settings()
+    codec = build_codec(settings)  # one codec reads and writes: a mock:// registry is per instance
+    replayed = read_replayed(settings, timeout=timeout)
+    selected = (dl for dl in read_deadletters(settings, codec=codec, timeout=timeout) if selection.matches(dl))
+    plan = plan_replay(selected, replayed, force=force)
+    sent = not dry_run and bool(plan.send)
+    if sent:
+        with progress(err_console if as_json else console, "replay") as bar:
+            task = bar.add_task("replay", total=len(plan.send))
+            send_replays(settings, plan.send, codec=codec, on_progress=lambda done, _: bar.update(task, completed=done))
+    if as_json:
+        print(json.dumps(plan.as_dict(sent=sent), indent=2))
+    else:
+        console.print(replay_view(plan, sent=sent, topic=settings.topics.deferred, show=show))
 
 
 def main() -> None:

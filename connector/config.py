@@ -67,6 +67,7 @@ class TopicNames(BaseModel):
     results: str = "inference.results"
     deadletter: str = "inference.deadletter"
     batches: str = "inference.batches"
+    replays: str = "inference.replays"  # which dead letters `batchbridge replay` re-sent
 
 
 class BatchingSettings(BaseModel):

@@ -1,4 +1,4 @@
-"""Every rich table the command line prints: topics, batch status, cost report, demo summary.
+"""Every rich view the command line prints: topics, status, report, demo, dead letters, replay.
 
 Rendering only: each function takes data the pure modules computed (:mod:`connector.summary`,
 :mod:`connector.topics.planning`) and returns something a rich ``Console`` prints.
@@ -7,12 +7,14 @@ Rendering only: each function takes data the pure modules computed (:mod:`connec
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console, Group
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from connector.deadletters.selection import DeadLetter, ReplayPlan, Tally, refusal
 from connector.summary import CostReport, CostRow, SavingsBreakdown
 from connector.topics.planning import Plan, TopicRow, plan_rows
 
@@ -204,3 +206,89 @@ def progress(console: Console, label: str) -> Progress:
         console=console,
         transient=False,
     )
+
+
+def when(ms: int | None) -> str:
+    """Epoch milliseconds as a UTC time an operator can paste back into ``--since``."""
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def deadletter_counts(tally: Tally) -> Table:
+    """``deadletters``: counts per class, provider and model."""
+    table = Table(title="Dead letters")
+    for column in ("class", "provider", "model", "count", "replayable", "replayed"):
+        table.add_column(
+            column, justify="right" if column in ("count", "replayable", "replayed") else "left"
+        )
+    rows = tally.rows()
+    for row in rows:
+        table.add_row(
+            row.error_class,
+            row.provider,
+            row.model,
+            str(row.count),
+            str(row.replayable),
+            str(row.replayed),
+        )
+    replayable = sum(row.replayable for row in rows)
+    table.caption = (
+        f"{tally.total} dead letter(s), {replayable} replayable"
+        if rows
+        else "no dead letters match"
+    )
+    return table
+
+
+def deadletter_list(
+    dead_letters: Iterable[DeadLetter], title: str = "Newest dead letters"
+) -> Table:
+    """One line per dead letter: where it is, whose request, why it failed, replayable or not."""
+    table = Table(title=title)
+    for column in (
+        "dead letter",
+        "request",
+        "class",
+        "provider / model",
+        "failed at",
+        "error",
+        "replay",
+    ):
+        table.add_column(column, overflow="fold" if column == "error" else "ellipsis")
+    for dead_letter in dead_letters:
+        record = dead_letter.record or {}
+        message = str(record.get("error_message") or "")
+        table.add_row(
+            dead_letter.replay_of,
+            dead_letter.request_id or "-",
+            dead_letter.error_class,
+            f"{dead_letter.provider or '-'} / {dead_letter.model or '-'}",
+            when(dead_letter.failed_at),
+            message if len(message) <= 80 else message[:79] + "…",
+            refusal(dead_letter) or "yes",
+        )
+    return table
+
+
+def replay_view(plan: ReplayPlan, *, sent: bool, topic: str, show: int) -> Group:
+    """``replay``: the dead letters sent (or that would be), then what was left out and why."""
+    parts: list[Any] = []
+    if plan.send and show > 0:
+        title = f"Replayed to {topic}" if sent else f"Would replay to {topic} (dry run)"
+        table = deadletter_list([dead_letter for dead_letter, _ in plan.send[:show]], title)
+        if len(plan.send) > show:
+            table.caption = f"… and {len(plan.send) - show} more"
+        parts.append(table)
+    verb = "replayed" if sent else "would replay"
+    lines = [f"{verb} {len(plan.send)} of {plan.selected} selected dead letter(s) to {topic}"]
+    if plan.already:
+        lines.append(f"already replayed: {len(plan.already)} (skipped; --force sends them again)")
+    if plan.refused:
+        reasons = ", ".join(f"{reason}: {n}" for reason, n in plan.refused_by_reason().items())
+        lines.append(f"refused: {len(plan.refused)} ({reasons})")
+    if plan.superseded:
+        lines.append(
+            f"superseded by a later dead letter of the same request: {len(plan.superseded)}"
+        )
+    return Group(*parts, *lines)

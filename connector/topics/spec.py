@@ -19,7 +19,7 @@ from connector.config import Settings
 from connector.errors import TopicError
 from connector.shipped import shipped_dir
 
-Role = Literal["deferred", "realtime", "results", "deadletter", "batches"]
+Role = Literal["deferred", "realtime", "results", "deadletter", "batches", "replays"]
 ROLES: tuple[str, ...] = get_args(Role)
 
 _CONFIG_KEY = re.compile(r"^[a-z][a-z0-9]*([.-][a-z0-9]+)*$")

@@ -29,7 +29,7 @@ SOURCES = (
     "topics",
     "schemas",
 )
-ROLES = ("deferred", "realtime", "results", "deadletter", "batches")
+ROLES = ("deferred", "realtime", "results", "deadletter", "batches", "replays")
 
 PROBE = """
 import json, connector

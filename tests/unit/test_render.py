@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 
 from connector import render, summary
+from connector.deadletters import DeadLetter, count, plan_replay
 from connector.demo import summarise
 from tests.fixtures.records import sample
 
@@ -68,3 +69,33 @@ def test_demo_summary_renders_the_pure_summary() -> None:
     assert "invalid_input: 1" in text and "4.2 s" in text
     assert "batch discount $0.5000, prompt cache $0.2000, Flex $0.0000" in text
     assert "worker log: /tmp/w.log" in text
+
+
+def dead(offset: int, request_id: str | None, **fields: object) -> DeadLetter:
+    record = sample("InferenceFailure") | {"request_id": request_id, "failed_at": 1_800_000_000_000}
+    if request_id is None:
+        record["request"] = None
+    return DeadLetter("dlq", 0, offset, record | fields)
+
+
+def test_deadletter_counts_and_list() -> None:
+    tally = count([dead(0, "a"), dead(1, None, error_class="decode_error")], {"dlq:0:0"}, keep=5)
+    counts = text_of(render.deadletter_counts(tally))
+    assert "2 dead letter(s), 1 replayable" in counts
+    listed = text_of(render.deadletter_list(tally.newest()))
+    assert "dlq:0:1" in listed and "no original request" in listed
+    assert "2027-01-15T08:00:00Z" in listed
+    assert "no dead letters match" in text_of(render.deadletter_counts(count([])))
+
+
+def test_replay_view_says_what_was_sent_and_what_was_not() -> None:
+    letters = [dead(0, "a"), dead(1, "b"), dead(2, None), dead(3, "c"), dead(4, "c")]
+    plan = plan_replay(letters, replayed={"dlq:0:1"})
+    dry = text_of(render.replay_view(plan, sent=False, topic="deferred", show=1))
+    assert "Would replay to deferred (dry run)" in dry and "… and 1 more" in dry
+    assert "would replay 2 of 5 selected dead letter(s) to deferred" in dry
+    assert "already replayed: 1 (skipped; --force sends them again)" in dry
+    assert "refused: 1 (no original request: 1)" in dry
+    assert "superseded by a later dead letter of the same request: 1" in dry
+    sent = text_of(render.replay_view(plan, sent=True, topic="deferred", show=0))
+    assert "replayed 2 of 5" in sent and "Replayed to" not in sent

@@ -89,10 +89,15 @@ def test_shipped_partitions_retention_and_policies() -> None:
         "results": 6,
         "deadletter": 3,
         "batches": 3,
+        "replays": 1,
     }
     assert by_role["results"].configs["retention.ms"] == str(7 * DAY_MS)
     assert by_role["deadletter"].configs["retention.ms"] == str(30 * DAY_MS)
     assert by_role["batches"].configs["cleanup.policy"] == "compact,delete"
+    # Replay markers outlive the dead letters they mark.
+    assert by_role["replays"].configs["cleanup.policy"] == "compact,delete"
+    replays_ms = int(by_role["replays"].configs["retention.ms"])
+    assert replays_ms >= 2 * int(by_role["deadletter"].configs["retention.ms"])
     for s in by_role.values():
         assert s.replication_factor == 1
         assert s.description
