@@ -397,6 +397,7 @@ class TopicRecord:
 
     @property
     def failure(self) -> DecodeFailure | None:
+        """The decode failure in the form ``read_topics`` reports it; None if it decoded."""
         if self.record is not None:
             return None
         return DecodeFailure(self.topic, self.partition, self.offset, self.error or "undecodable")

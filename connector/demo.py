@@ -57,6 +57,8 @@ class DemoError(BatchBridgeError):
 
 @dataclass
 class DemoOptions:
+    """What the demo sends and how the emulator behaves (``batchbridge demo`` options)."""
+
     requests: int = 500
     workers: int = 1
     timeout_s: float = 180.0

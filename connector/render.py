@@ -68,6 +68,7 @@ def topics_table(rows: Iterable[TopicRow]) -> Table:
 
 
 def money(value: float) -> str:
+    """USD with four decimals: demo-sized costs are fractions of a cent."""
     return f"${value:,.4f}"
 
 

@@ -246,6 +246,8 @@ def shown_batches(latest: dict[str, dict[str, Any]], show_all: bool) -> list[dic
 
 @dataclass(frozen=True)
 class BatchFill:
+    """How many batches reached a provider and how full they were on average."""
+
     batches: int
     requests: int
 

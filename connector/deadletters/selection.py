@@ -40,6 +40,7 @@ class DeadLetter:
 
     @property
     def replay_of(self) -> str:
+        """``<topic>:<partition>:<offset>``: tags the replayed request and keys its marker."""
         return f"{self.topic}:{self.partition}:{self.offset}"
 
     @property
@@ -143,6 +144,7 @@ class Selection:
         return self == Selection()
 
     def matches(self, dead_letter: DeadLetter) -> bool:
+        """Every given filter holds (values within one filter are alternatives)."""
         if self.classes and dead_letter.error_class not in self.classes:
             return False
         if self.providers and dead_letter.provider not in self.providers:
@@ -186,6 +188,7 @@ class Tally:
     _newest: list[tuple[tuple[int, int, int], DeadLetter]] = field(default_factory=list)
 
     def add(self, dead_letter: DeadLetter) -> None:
+        """Count one dead letter (and keep it if it is among the newest)."""
         key = (dead_letter.error_class, dead_letter.provider or "-", dead_letter.model or "-")
         self._totals[key] += 1
         self._replayable[key] += refusal(dead_letter) is None
@@ -234,6 +237,7 @@ class ReplayPlan:
 
     @property
     def selected(self) -> int:
+        """How many dead letters the selection matched, in all four outcomes."""
         return len(self.send) + len(self.already) + len(self.refused) + len(self.superseded)
 
     def refused_by_reason(self) -> dict[str, int]:
