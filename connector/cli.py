@@ -13,14 +13,16 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from connector.config import Settings, get_settings
 from connector.errors import BatchBridgeError
+
+if TYPE_CHECKING:
+    from connector.deadletters import Selection
 
 # No locals in tracebacks: they would show settings, and settings hold API keys.
 app = typer.Typer(
@@ -107,16 +109,17 @@ def broker(
 @handled
 def topics_apply(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan, change nothing.")] = False,
-    directory: Annotated[Path | None, typer.Option("--dir", help="Topics directory (default: topics/).")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Topics directory (default: BATCHBRIDGE_TOPICS_DIR, else the shipped topics/).")] = None,
     increase_partitions: Annotated[
         bool, typer.Option("--increase-partitions", help="Raise partition counts below the declared ones.")
     ] = False,
 ) -> None:
     """Create the declared topics that are missing; report drift; never delete."""
-    from connector.topics import apply_topics, render_plan
+    from connector.render import plan_table
+    from connector.topics import apply_topics
 
     plan = apply_topics(load_settings(), directory, dry_run=dry_run, increase_partitions=increase_partitions)
-    console.print(render_plan(plan))
+    console.print(plan_table(plan))
     if plan.no_changes:
         console.print("no changes")
 
@@ -124,12 +127,13 @@ def topics_apply(
 @topics_app.command("list")
 @handled
 def topics_list(
-    directory: Annotated[Path | None, typer.Option("--dir", help="Topics directory (default: topics/).")] = None,
+    directory: Annotated[Path | None, typer.Option("--dir", help="Topics directory (default: BATCHBRIDGE_TOPICS_DIR, else the shipped topics/).")] = None,
 ) -> None:
     """Show the topics that exist on the broker."""
-    from connector.topics import list_topics, render_topics
+    from connector.render import topics_table
+    from connector.topics import list_topics
 
-    console.print(render_topics(list_topics(load_settings(), directory)))
+    console.print(topics_table(list_topics(load_settings(), directory)))
 
 
 @app.command()
@@ -196,31 +200,13 @@ def status(
     """In-flight batches (latest event per batch from the batches topic) and counts by state."""
     from connector import schemas, summary
     from connector.client import read_topics
+    from connector.render import status_table
 
     settings = load_settings()
     events = (record for _, record in read_topics(settings, {settings.topics.batches: schemas.BATCH_EVENT}, timeout=timeout))
     latest = summary.latest_batches(events)
-    shown = (
-        sorted(latest.values(), key=lambda e: (e["opened_at"], e["batch_id"])) if show_all else summary.in_flight(latest)
-    )
-    now = time.time() * 1000
-    table = Table(title="Batches" if show_all else "In-flight batches")
-    for column in ("batch", "provider", "model", "endpoint", "state", "requests", "provider batch", "age"):
-        table.add_column(column)
-    for event in shown:
-        table.add_row(
-            event["batch_id"],
-            event["provider"],
-            event["model"],
-            event["endpoint"],
-            event["state"],
-            str(event["request_count"]),
-            event.get("provider_batch_id") or "-",
-            f"{(now - event['opened_at']) / 1000:.0f} s",
-        )
-    counts = summary.state_counts(latest)
-    table.caption = ", ".join(f"{state}: {n}" for state, n in counts.items()) or "no batches"
-    console.print(table)
+    shown = summary.shown_batches(latest, show_all)
+    console.print(status_table(shown, summary.state_counts(latest), show_all=show_all, now_ms=time.time() * 1000))
 
 
 @app.command()
@@ -230,63 +216,28 @@ def report(
     timeout: Annotated[float, typer.Option(help="Seconds to read the topics.")] = 30.0,
 ) -> None:
     """Cost and savings per provider and model, from the results and dead-letter topics."""
-    from collections import Counter
-
     from connector import schemas, summary
     from connector.client import read_topics
+    from connector.render import report_view
 
     settings = load_settings()
     topics = {settings.topics.results: schemas.RESULT, settings.topics.deadletter: schemas.FAILURE}
-    seen: set[str] = set()
-    results: list[dict[str, Any]] = []
-    failures: Counter[str] = Counter()
-    duplicates = 0
-    for topic, record in read_topics(settings, topics, timeout=timeout):
-        request_id = record.get("request_id")
-        if request_id is not None:
-            if request_id in seen:
-                duplicates += 1
-                continue
-            seen.add(request_id)
-        if topic == settings.topics.results:
-            results.append(record)
-        else:
-            failures[record["error_class"]] += 1
-    rows = summary.cost_rows(results)
-    total = summary.total_row(rows)
-    if as_json:
-        out = {
-            "results": total.requests,
-            "deadletters": sum(failures.values()),
-            "deadletters_by_class": dict(sorted(failures.items())),
-            "duplicates": duplicates,
-            "cost_usd": round(total.cost_usd, 6),
-            "realtime_cost_usd": round(total.realtime_cost_usd, 6),
-            "saving_usd": round(total.saving_usd, 6),
-            "saving_pct": total.saving_pct,
-            "by_model": [row.as_dict() for row in rows],
-        }
-        print(json.dumps(out, indent=2))
-        return
-    table = Table(title="Cost report")
-    for column in ("provider", "model", "requests", "input tok", "output tok", "cost", "realtime-equivalent", "saving"):
-        table.add_column(column, justify="left" if column in ("provider", "model") else "right")
-    for row in [*rows, total] if rows else []:
-        table.add_row(
-            row.provider,
-            row.model,
-            str(row.requests),
-            f"{row.input_tokens:,}",
-            f"{row.output_tokens:,}",
-            f"${row.cost_usd:,.4f}",
-            f"${row.realtime_cost_usd:,.4f}",
-            "-" if row.saving_pct is None else f"${row.saving_usd:,.4f} ({row.saving_pct}%)",
-            style="bold" if row is total else None,
-        )
-    table.caption = f"dead letters: {sum(failures.values())}" + (
-        " (" + ", ".join(f"{k}: {v}" for k, v in sorted(failures.items())) + ")" if failures else ""
+    records = read_topics(settings, topics, timeout=timeout)
+    outcomes = summary.first_outcomes(
+        ("result" if topic == settings.topics.results else "deadletter", record) for topic, record in records
     )
-    console.print(table)
+    cost = summary.cost_report(outcomes.results)
+    if not as_json:
+        console.print(report_view(cost, outcomes.failures_by_class))
+        return
+    out = {
+        "results": cost.total.requests,
+        "deadletters": outcomes.deadletters,
+        "deadletters_by_class": outcomes.failures_by_class,
+        "duplicates": outcomes.duplicates,
+        **cost.as_dict(),
+    }
+    print(json.dumps(out, indent=2))
 
 
 @app.command()
@@ -298,7 +249,8 @@ def demo(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every outcome.")] = 180.0,
 ) -> None:
     """Everything on this machine: broker, emulator, worker, sample workload, summary."""
-    from connector.demo import DemoOptions, render_summary, run_demo
+    from connector.demo import DemoOptions, run_demo
+    from connector.render import demo_summary
 
     # Progress and notes go to stderr so that --json leaves stdout as pure JSON.
     progress_console = err_console if as_json else console
@@ -308,7 +260,7 @@ def demo(
     if as_json:
         print(json.dumps(result, indent=2))
     else:
-        render_summary(result, console)
+        console.print(demo_summary(result))
     if not result["complete"]:
         err_console.print(
             f"[bold red]incomplete:[/bold red] {result['missing']} of {result['requests']} requests had no "
@@ -370,6 +322,138 @@ def produce(
     for request, request_lane in sends:
         console.print(f"{request_lane:<8} {request['request_id']}  {request['provider']} {request['model']}")
     console.print(f"sent {len(sends)} request(s)")
+
+
+# Filters shared by `deadletters` and `replay`.
+ClassOpt = Annotated[list[str] | None, typer.Option("--class", help="Error class (repeatable).")]
+ProviderOpt = Annotated[list[str] | None, typer.Option("--provider", help="Provider (repeatable).")]
+ModelOpt = Annotated[list[str] | None, typer.Option("--model", help="Model (repeatable).")]
+SinceOpt = Annotated[
+    str | None, typer.Option(help="Failed at or after: 2h, 30m, 7d (ago), ISO 8601 (UTC if no zone), epoch ms.")
+]
+UntilOpt = Annotated[str | None, typer.Option(help="Failed before (same forms as --since).")]
+IdOpt = Annotated[list[str] | None, typer.Option("--request-id", help="Request id (repeatable).")]
+IdsFileOpt = Annotated[Path | None, typer.Option("--ids-file", help="A file of request ids, one per line.")]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds to read the topics.")]
+
+
+def _selection(
+    classes: list[str] | None,
+    providers: list[str] | None,
+    models: list[str] | None,
+    since: str | None,
+    until: str | None,
+    request_ids: list[str] | None,
+    ids_file: Path | None,
+) -> Selection:
+    """The dead letters the filters select; a bad time or ids file is a usage error."""
+    from connector.client import now_ms
+    from connector.deadletters import Selection, parse_time
+
+    ids = set(request_ids or ())
+    if ids_file is not None:
+        try:
+            ids |= {line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()}
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot read {ids_file}: {exc}", param_hint="--ids-file") from None
+    now = now_ms()
+    try:
+        since_ms = parse_time(since, now) if since else None
+        until_ms = parse_time(until, now) if until else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--since / --until") from None
+    return Selection(
+        classes=frozenset(classes or ()),
+        providers=frozenset(providers or ()),
+        models=frozenset(models or ()),
+        request_ids=frozenset(ids),
+        since_ms=since_ms,
+        until_ms=until_ms,
+    )
+
+
+@app.command()
+@handled
+def deadletters(
+    classes: ClassOpt = None,
+    providers: ProviderOpt = None,
+    models: ModelOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    request_ids: IdOpt = None,
+    ids_file: IdsFileOpt = None,
+    show: Annotated[int, typer.Option(min=0, help="Also list the newest N matching dead letters.")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    timeout: TimeoutOpt = 30.0,
+) -> None:
+    """Count dead letters by class, provider and model; --show lists the newest of them."""
+    from dataclasses import asdict
+
+    from connector.deadletters import count, read_deadletters, read_replayed, summary_of
+    from connector.render import deadletter_counts, deadletter_list
+
+    selection = _selection(classes, providers, models, since, until, request_ids, ids_file)
+    settings = load_settings()
+    replayed = read_replayed(settings, timeout=timeout)
+    matching = (dl for dl in read_deadletters(settings, timeout=timeout) if selection.matches(dl))
+    tally = count(matching, replayed, keep=show)
+    if as_json:
+        rows = tally.rows()
+        out: dict[str, Any] = {
+            "total": tally.total,
+            "replayable": sum(row.replayable for row in rows),
+            "replayed": sum(row.replayed for row in rows),
+            "by": [asdict(row) for row in rows],
+        }
+        if show:
+            out["newest"] = [summary_of(dl) for dl in tally.newest()]
+        print(json.dumps(out, indent=2))
+        return
+    console.print(deadletter_counts(tally))
+    if show and tally.total:
+        console.print(deadletter_list(tally.newest()))
+
+
+@app.command()
+@handled
+def replay(
+    classes: ClassOpt = None,
+    providers: ProviderOpt = None,
+    models: ModelOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    request_ids: IdOpt = None,
+    ids_file: IdsFileOpt = None,
+    everything: Annotated[bool, typer.Option("--all", help="Select every dead letter (no filter).")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed, send nothing.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Send dead letters an earlier replay sent too.")] = False,
+    show: Annotated[int, typer.Option(min=0, help="List at most N of the replayed dead letters.")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    timeout: TimeoutOpt = 30.0,
+) -> None:
+    """Re-send selected dead letters' original requests to the deferred topic, attempt 1."""
+    from connector.deadletters import plan_replay, read_deadletters, read_replayed, send_replays
+    from connector.render import progress, replay_view
+    from connector.serde import build_codec
+
+    selection = _selection(classes, providers, models, since, until, request_ids, ids_file)
+    if selection.everything and not everything:
+        err_console.print("[bold red]error:[/bold red] select dead letters with a filter, or pass --all")
+        raise typer.Exit(2)
+    settings = load_settings()
+    codec = build_codec(settings)  # one codec reads and writes: a mock:// registry is per instance
+    replayed = read_replayed(settings, timeout=timeout)
+    selected = (dl for dl in read_deadletters(settings, codec=codec, timeout=timeout) if selection.matches(dl))
+    plan = plan_replay(selected, replayed, force=force)
+    sent = not dry_run and bool(plan.send)
+    if sent:
+        with progress(err_console if as_json else console, "replay") as bar:
+            task = bar.add_task("replay", total=len(plan.send))
+            send_replays(settings, plan.send, codec=codec, on_progress=lambda done, _: bar.update(task, completed=done))
+    if as_json:
+        print(json.dumps(plan.as_dict(sent=sent), indent=2))
+    else:
+        console.print(replay_view(plan, sent=sent, topic=settings.topics.deferred, show=show))
 
 
 def main() -> None:

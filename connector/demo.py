@@ -26,14 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from connector import schemas, summary
+from connector import render, schemas, summary
 from connector.broker import EmbeddedBroker, stop_process_group
 from connector.client import RequestProducer, ResultWatcher, now_ms, read_topics
 from connector.config import Settings
 from connector.errors import BatchBridgeError
 from connector.workload import build_workload
+
+Say = Callable[[str], None]
 
 #: Batching tuned so a demo of a few hundred requests ends in well under two minutes.
 DEMO_WORKER_ENV = {
@@ -56,6 +57,8 @@ class DemoError(BatchBridgeError):
 
 @dataclass
 class DemoOptions:
+    """What the demo sends and how the emulator behaves (``batchbridge demo`` options)."""
+
     requests: int = 500
     workers: int = 1
     timeout_s: float = 180.0
@@ -158,8 +161,6 @@ def summarise(
     """The demo's summary as one JSON-able dict (pure)."""
     results = [record for kind, record in outcomes.values() if kind == "result"]
     failures = [record for kind, record in outcomes.values() if kind == "deadletter"]
-    rows = summary.cost_rows(results)
-    total = summary.total_row(rows)
     latencies = summary.time_to_result_s(results)
     fill = summary.batch_fill(batch_events)
     p50 = summary.percentile(latencies, 50)
@@ -176,18 +177,117 @@ def summarise(
         "batch_avg_fill": fill.average,
         "p50_s": None if p50 is None else round(p50, 2),
         "p95_s": None if p95 is None else round(p95, 2),
-        "cost_usd": round(total.cost_usd, 6),
-        "realtime_cost_usd": round(total.realtime_cost_usd, 6),
-        "saving_pct": total.saving_pct,
-        "by_model": [row.as_dict() for row in rows],
+        **summary.cost_report(results).as_dict(),
     }
+
+
+@dataclass(frozen=True)
+class DemoFiles:
+    """Where one demo run writes: worker and broker logs, and the workers' state."""
+
+    base: Path
+    run_id: str
+    workers: int
+
+    @property
+    def worker_logs(self) -> list[Path]:
+        if self.workers == 1:
+            return [self.base / f"demo-{self.run_id}.log"]
+        return [self.base / f"demo-{self.run_id}-w{k}.log" for k in range(self.workers)]
+
+    @property
+    def broker_log(self) -> Path:
+        return self.base / f"demo-{self.run_id}-broker.log"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.base / f"demo-{self.run_id}"
+
+
+def start_stack(
+    stack: Stack, options: DemoOptions, settings: Settings, files: DemoFiles, say: Say
+) -> tuple[Settings, str]:
+    """Start broker, emulator and workers, apply the topics; return the settings that point
+    at this broker, and the emulator's URL."""
+    from connector.emulator import EmulatorConfig, EmulatorThread
+    from connector.topics import apply_topics
+
+    stack.broker = EmbeddedBroker(log_path=files.broker_log).start()
+    say(f"embedded broker on {stack.broker.bootstrap_servers}")
+    emulator = EmulatorThread(
+        EmulatorConfig(
+            processing_seconds=options.processing_seconds,
+            error_rate=options.error_rate,
+            error_kinds=list(options.error_kinds),
+            seed=options.seed,
+        )
+    )
+    url = emulator.start()
+    stack.emulator = emulator
+    say(f"provider emulator on {url}")
+
+    kafka = settings.kafka.model_copy(update={"bootstrap_servers": stack.broker.bootstrap_servers})
+    settings = settings.model_copy(update={"kafka": kafka, "serde": "avro"})
+    plan = apply_topics(settings)
+    say(f"topics applied ({len(plan.created)} created)")
+
+    env = worker_env(stack.broker.bootstrap_servers, url, files.data_dir)
+    for log_path in files.worker_logs:
+        stack.workers.append(_start_worker(env, log_path))
+    say(f"{options.workers} worker(s) started, logging to {', '.join(map(str, files.worker_logs))}")
+    return settings, url
+
+
+def send_workload(settings: Settings, requests: int, run_id: str, say: Say) -> list[str]:
+    """Produce the sample workload; return its request ids once the broker confirmed them."""
+    items = build_workload(requests, run_id, now_ms())
+    with RequestProducer(settings) as producer:
+        for item in items:
+            producer.send(item.request, lane=item.lane)
+        producer.flush()
+    del producer  # frees the client now, not after the broker has gone
+    kinds = Counter(item.kind for item in items)
+    say(
+        f"sent {len(items)} requests ({kinds['realtime']} realtime, {kinds['deadline']} near deadline, "
+        f"{kinds['invalid_endpoint'] + kinds['invalid_body']} invalid)"
+    )
+    return [item.request["request_id"] for item in items]
+
+
+def await_outcomes(
+    stack: Stack, settings: Settings, ids: list[str], timeout_s: float, console: Console, log: Path
+) -> tuple[dict[str, Any], int]:
+    """Wait with a progress bar until every id has an outcome or ``timeout_s`` passed.
+
+    Returns:
+        request_id → outcome for the ids answered, and how many duplicate outcomes were dropped.
+
+    Raises:
+        DemoError: every worker exited before the outcomes were in.
+    """
+    deadline = time.monotonic() + timeout_s
+    outcomes: dict[str, Any] = {}
+    with ResultWatcher(settings) as watcher, render.progress(console, "outcomes") as progress:
+        task = progress.add_task("outcomes", total=len(ids))
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done)
+
+        while len(outcomes) < len(ids) and time.monotonic() < deadline:
+            outcomes = watcher.wait_for(ids, min(2.0, deadline - time.monotonic()), update)
+            if len(outcomes) < len(ids) and all(p.poll() is not None for p in stack.workers):
+                raise DemoError(
+                    f"the worker exited with code {stack.workers[0].returncode}; "
+                    f"last lines of {log}:\n{_tail(log)}"
+                )
+        return outcomes, watcher.stats.duplicates
 
 
 def run_demo(
     options: DemoOptions,
     settings: Settings,
     console: Console,
-    on_event: Callable[[str], None] | None = None,
+    on_event: Say | None = None,
 ) -> dict[str, Any]:
     """Run the demo; return the summary (``complete`` says whether every request ended).
 
@@ -195,90 +295,21 @@ def run_demo(
         DemoError: a component did not start, or the worker died.
         connector.errors.BrokerError: the embedded broker binary is missing.
     """
-    from connector.emulator import EmulatorConfig, EmulatorThread
-    from connector.topics import apply_topics
-
     say = on_event or (lambda text: console.print(f"[dim]•[/dim] {text}"))
-    run_id = uuid.uuid4().hex[:8]
-    base = Path(settings.data_dir)
-    base.mkdir(parents=True, exist_ok=True)
-    worker_logs = [
-        base / (f"demo-{run_id}.log" if options.workers == 1 else f"demo-{run_id}-w{k}.log")
-        for k in range(options.workers)
-    ]
+    files = DemoFiles(Path(settings.data_dir), uuid.uuid4().hex[:8], options.workers)
+    files.base.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     stack = Stack()
     atexit.register(stack.stop)
     try:
         with _sigterm_as_interrupt():
-            stack.broker = EmbeddedBroker(log_path=base / f"demo-{run_id}-broker.log").start()
-            say(f"embedded broker on {stack.broker.bootstrap_servers}")
-            emulator = EmulatorThread(
-                EmulatorConfig(
-                    processing_seconds=options.processing_seconds,
-                    error_rate=options.error_rate,
-                    error_kinds=list(options.error_kinds),
-                    seed=options.seed,
-                )
+            settings, url = start_stack(stack, options, settings, files, say)
+            ids = send_workload(settings, options.requests, files.run_id, say)
+            outcomes, duplicates = await_outcomes(
+                stack, settings, ids, options.timeout_s, console, files.worker_logs[0]
             )
-            url = emulator.start()
-            stack.emulator = emulator
-            say(f"provider emulator on {url}")
-
-            settings = settings.model_copy(
-                update={
-                    "kafka": settings.kafka.model_copy(
-                        update={"bootstrap_servers": stack.broker.bootstrap_servers}
-                    ),
-                    "serde": "avro",
-                }
-            )
-            plan = apply_topics(settings)
-            say(f"topics applied ({len(plan.created)} created)")
-
-            env = worker_env(stack.broker.bootstrap_servers, url, base / f"demo-{run_id}")
-            for log_path in worker_logs:
-                stack.workers.append(_start_worker(env, log_path))
-            say(f"{options.workers} worker(s) started, logging to {', '.join(map(str, worker_logs))}")
-
-            items = build_workload(options.requests, run_id, now_ms())
-            with RequestProducer(settings) as producer:
-                for item in items:
-                    producer.send(item.request, lane=item.lane)
-                producer.flush()
-            del producer  # frees the client now, not after the broker has gone
-            kinds = Counter(item.kind for item in items)
-            say(
-                f"sent {len(items)} requests ({kinds['realtime']} realtime, {kinds['deadline']} near deadline, "
-                f"{kinds['invalid_endpoint'] + kinds['invalid_body']} invalid)"
-            )
-
-            ids = [item.request["request_id"] for item in items]
-            deadline = time.monotonic() + options.timeout_s
-            with ResultWatcher(settings) as watcher, Progress(
-                TextColumn("[bold]outcomes"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=False,
-            ) as progress:
-                task = progress.add_task("outcomes", total=len(ids))
-
-                def update(done: int, total: int) -> None:
-                    progress.update(task, completed=done)
-
-                outcomes: dict[str, Any] = {}
-                while len(outcomes) < len(ids) and time.monotonic() < deadline:
-                    outcomes = watcher.wait_for(ids, min(2.0, deadline - time.monotonic()), update)
-                    if len(outcomes) < len(ids) and all(p.poll() is not None for p in stack.workers):
-                        raise DemoError(
-                            f"the worker exited with code {stack.workers[0].returncode}; "
-                            f"last lines of {worker_logs[0]}:\n{_tail(worker_logs[0])}"
-                        )
-                duplicates = watcher.stats.duplicates
-
-            events = [record for _, record in read_topics(settings, {settings.topics.batches: schemas.BATCH_EVENT}, timeout=5)]
+            batches = {settings.topics.batches: schemas.BATCH_EVENT}
+            events = [record for _, record in read_topics(settings, batches, timeout=5)]
             result = summarise(len(ids), outcomes, events, duplicates)
             stats = _emulator_stats(url)
             if stats is not None:
@@ -288,51 +319,5 @@ def run_demo(
         atexit.unregister(stack.stop)
     result["complete"] = result["missing"] == 0
     result["elapsed_s"] = round(time.monotonic() - started, 1)
-    result["worker_logs"] = [str(p) for p in worker_logs]
+    result["worker_logs"] = [str(p) for p in files.worker_logs]
     return result
-
-
-def render_summary(result: dict[str, Any], console: Console) -> None:
-    from rich.table import Table
-
-    def money(value: float) -> str:
-        return f"${value:,.4f}"
-
-    overview = Table(title="Demo summary", show_header=False)
-    overview.add_column("", style="bold")
-    overview.add_column("")
-    by_class = ", ".join(f"{k}: {v}" for k, v in result["deadletters_by_class"].items()) or "-"
-    fill = result["batch_avg_fill"]
-    rows = [
-        ("requests", str(result["requests"])),
-        ("results", f"{result['results']} ({result['realtime_results']} realtime)"),
-        ("dead letters", f"{result['deadletters']} ({by_class})"),
-        ("missing", str(result["missing"])),
-        ("duplicates dropped", str(result["duplicates"])),
-        ("batches", f"{result['batches']} (average fill {fill if fill is not None else '-'})"),
-        ("time to result p50 / p95", f"{result['p50_s']} s / {result['p95_s']} s"),
-        ("cost at batch prices", money(result["cost_usd"])),
-        ("same work at realtime prices", money(result["realtime_cost_usd"])),
-        ("saving", "-" if result["saving_pct"] is None else f"{result['saving_pct']}%"),
-        ("elapsed", f"{result['elapsed_s']} s"),
-    ]
-    for label, value in rows:
-        overview.add_row(label, value)
-    console.print(overview)
-
-    models = Table(title="By model")
-    for column in ("provider", "model", "results", "input tok", "output tok", "cost", "realtime cost", "saving"):
-        models.add_column(column, justify="left" if column in ("provider", "model") else "right")
-    for row in result["by_model"]:
-        models.add_row(
-            row["provider"],
-            row["model"],
-            str(row["requests"]),
-            f"{row['input_tokens']:,}",
-            f"{row['output_tokens']:,}",
-            money(row["cost_usd"]),
-            money(row["realtime_cost_usd"]),
-            "-" if row["saving_pct"] is None else f"{row['saving_pct']}%",
-        )
-    console.print(models)
-    console.print(f"worker log: {', '.join(result['worker_logs'])}")

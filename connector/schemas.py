@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import fastavro
 
+from connector.config import get_settings
 from connector.errors import SchemaError
+from connector.shipped import shipped_dir
 
 NAMESPACE = "io.batchbridge.v1"
 REQUEST = "InferenceRequest"
@@ -26,14 +27,11 @@ FAILURE = "InferenceFailure"
 BATCH_EVENT = "BatchEvent"
 ALL = (REQUEST, RESULT, FAILURE, BATCH_EVENT)
 
-ENV_DIR = "BATCHBRIDGE_SCHEMAS_DIR"
-
 
 def schemas_dir() -> Path:
-    explicit = os.environ.get(ENV_DIR)
-    if explicit:
-        return Path(explicit)
-    return Path(__file__).resolve().parent.parent / "schemas"
+    """``BATCHBRIDGE_SCHEMAS_DIR`` (a setting), else the schemas shipped with the package."""
+    configured = get_settings().schemas_dir
+    return Path(configured) if configured else shipped_dir("schemas")
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
 FINAL_STATES = frozenset({"EMITTED", "FAILED", "EXPIRED", "CANCELLED"})
 
@@ -31,7 +31,62 @@ def saving_pct(cost: float, realtime_cost: float) -> float | None:
 
 
 @dataclass
+class SavingsBreakdown:
+    """Where a saving against uncached realtime prices came from; the parts add up to it.
+
+    ``other_usd`` holds what no part explains: a standard-tier request saves nothing
+    beyond its cache, so anything left there is a price-table or rounding difference.
+    """
+
+    batch_discount_usd: float = 0.0
+    cache_usd: float = 0.0
+    flex_usd: float = 0.0
+    other_usd: float = 0.0
+
+    @property
+    def total_usd(self) -> float:
+        return self.batch_discount_usd + self.cache_usd + self.flex_usd + self.other_usd
+
+    def add(self, other: SavingsBreakdown) -> None:
+        self.batch_discount_usd += other.batch_discount_usd
+        self.cache_usd += other.cache_usd
+        self.flex_usd += other.flex_usd
+        self.other_usd += other.other_usd
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "batch_discount_usd": round(self.batch_discount_usd, 6),
+            "cache_usd": round(self.cache_usd, 6),
+            "flex_usd": round(self.flex_usd, 6),
+            "other_usd": round(self.other_usd, 6),
+        }
+
+
+def service_tier(result: dict[str, Any]) -> str:
+    """The price tier that served a result; records older than the field derive it from the lane."""
+    tier = result.get("service_tier")
+    if tier:
+        return str(tier)
+    return "batch" if result.get("lane") == "batch" else "standard"
+
+
+def savings_of(result: dict[str, Any]) -> SavingsBreakdown:
+    """Split one result's saving (realtime − cost) into cache savings and its tier's discount."""
+    saving = float(result.get("realtime_cost_usd") or 0.0) - float(result.get("cost_usd") or 0.0)
+    cache = float(result.get("cache_savings_usd") or 0.0)
+    rest = saving - cache
+    tier = service_tier(result)
+    if tier == "batch":
+        return SavingsBreakdown(batch_discount_usd=rest, cache_usd=cache)
+    if tier == "flex":
+        return SavingsBreakdown(flex_usd=rest, cache_usd=cache)
+    return SavingsBreakdown(cache_usd=cache, other_usd=rest)
+
+
+@dataclass
 class CostRow:
+    """Totals of one (provider, model), or of everything (``all``, ``all``)."""
+
     provider: str
     model: str
     requests: int = 0
@@ -40,6 +95,7 @@ class CostRow:
     cached_tokens: int = 0
     cost_usd: float = 0.0
     realtime_cost_usd: float = 0.0
+    savings: SavingsBreakdown = field(default_factory=SavingsBreakdown)
 
     @property
     def saving_usd(self) -> float:
@@ -61,6 +117,7 @@ class CostRow:
             "realtime_cost_usd": round(self.realtime_cost_usd, 6),
             "saving_usd": round(self.saving_usd, 6),
             "saving_pct": self.saving_pct,
+            "savings": self.savings.as_dict(),
         }
 
 
@@ -77,10 +134,12 @@ def cost_rows(results: Iterable[dict[str, Any]]) -> list[CostRow]:
         row.cached_tokens += int(usage.get("cached_tokens") or 0)
         row.cost_usd += float(result.get("cost_usd") or 0.0)
         row.realtime_cost_usd += float(result.get("realtime_cost_usd") or 0.0)
+        row.savings.add(savings_of(result))
     return [rows[key] for key in sorted(rows)]
 
 
 def total_row(rows: Iterable[CostRow]) -> CostRow:
+    """The sum of ``rows`` as one row named ``all`` / ``all``."""
     total = CostRow("all", "all")
     for row in rows:
         total.requests += row.requests
@@ -89,7 +148,71 @@ def total_row(rows: Iterable[CostRow]) -> CostRow:
         total.cached_tokens += row.cached_tokens
         total.cost_usd += row.cost_usd
         total.realtime_cost_usd += row.realtime_cost_usd
+        total.savings.add(row.savings)
     return total
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """Cost and savings per (provider, model) and in total, as ``report`` and the demo show them."""
+
+    rows: list[CostRow]
+    total: CostRow
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "cost_usd": round(self.total.cost_usd, 6),
+            "realtime_cost_usd": round(self.total.realtime_cost_usd, 6),
+            "saving_usd": round(self.total.saving_usd, 6),
+            "saving_pct": self.total.saving_pct,
+            "savings": self.total.savings.as_dict(),
+            "by_model": [row.as_dict() for row in self.rows],
+        }
+
+
+def cost_report(results: Iterable[dict[str, Any]]) -> CostReport:
+    """Per-model rows and their total for InferenceResult records (already de-duplicated)."""
+    rows = cost_rows(results)
+    return CostReport(rows, total_row(rows))
+
+
+OutcomeKind = Literal["result", "deadletter"]
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """The first outcome of every request_id in a stream of results and dead letters."""
+
+    results: list[dict[str, Any]]
+    failures_by_class: dict[str, int]
+    duplicates: int  # later outcomes of a request_id already seen, dropped
+
+    @property
+    def deadletters(self) -> int:
+        return sum(self.failures_by_class.values())
+
+
+def first_outcomes(records: Iterable[tuple[OutcomeKind, dict[str, Any]]]) -> Outcomes:
+    """De-duplicate by request_id, first one wins (delivery is at-least-once).
+
+    A dead letter without a request_id (undecodable input) cannot repeat one and always counts.
+    """
+    seen: set[str] = set()
+    results: list[dict[str, Any]] = []
+    failures: Counter[str] = Counter()
+    duplicates = 0
+    for kind, record in records:
+        request_id = record.get("request_id")
+        if request_id is not None:
+            if request_id in seen:
+                duplicates += 1
+                continue
+            seen.add(request_id)
+        if kind == "result":
+            results.append(record)
+        else:
+            failures[record["error_class"]] += 1
+    return Outcomes(results, dict(sorted(failures.items())), duplicates)
 
 
 def latest_batches(events: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -114,8 +237,17 @@ def state_counts(latest: dict[str, dict[str, Any]]) -> dict[str, int]:
     return dict(sorted(Counter(e["state"] for e in latest.values()).items()))
 
 
+def shown_batches(latest: dict[str, dict[str, Any]], show_all: bool) -> list[dict[str, Any]]:
+    """What ``status`` lists: batches in flight, or with ``show_all`` every batch; oldest first."""
+    if not show_all:
+        return in_flight(latest)
+    return sorted(latest.values(), key=lambda e: (e["opened_at"], e["batch_id"]))
+
+
 @dataclass(frozen=True)
 class BatchFill:
+    """How many batches reached a provider and how full they were on average."""
+
     batches: int
     requests: int
 

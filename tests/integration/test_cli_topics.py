@@ -14,7 +14,7 @@ from connector.config import get_settings
 pytestmark = pytest.mark.integration
 
 runner = CliRunner()
-ROLES = ("deferred", "realtime", "results", "deadletter", "batches")
+ROLES = ("deferred", "realtime", "results", "deadletter", "batches", "replays")
 
 
 @pytest.fixture(autouse=True)

@@ -11,8 +11,6 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from connector.config import KafkaSettings, Settings, TopicNames
 from connector.errors import TopicError
 from connector.topics import (
-    ENV_REPLICATION,
-    ENV_TOPICS_DIR,
     Plan,
     TopicSpec,
     apply,
@@ -32,8 +30,8 @@ TIMEOUT = 30.0
 
 @pytest.fixture(autouse=True)
 def _no_topic_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_REPLICATION, raising=False)
-    monkeypatch.delenv(ENV_TOPICS_DIR, raising=False)
+    monkeypatch.delenv("BATCHBRIDGE_TOPICS_REPLICATION", raising=False)
+    monkeypatch.delenv("BATCHBRIDGE_TOPICS_DIR", raising=False)
 
 
 @pytest.fixture

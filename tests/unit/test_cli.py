@@ -10,7 +10,7 @@ from connector.config import get_settings
 
 runner = CliRunner()
 
-COMMANDS = ("broker", "topics", "emulator", "worker", "status", "report", "demo", "produce")
+COMMANDS = ("broker", "topics", "emulator", "worker", "status", "report", "demo", "produce", "deadletters", "replay")
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,13 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from connector.config import Settings, TopicNames
 from connector.errors import TopicError
+from connector.render import plan_table
+from connector.shipped import shipped_dir
 from connector.topics import (
-    ENV_REPLICATION,
-    ENV_TOPICS_DIR,
     ROLES,
     ExistingTopic,
     Plan,
@@ -23,7 +24,6 @@ from connector.topics import (
     load_specs,
     plan,
     plan_rows,
-    render_plan,
 )
 
 SHIPPED = Path(__file__).resolve().parents[2] / "topics"
@@ -32,8 +32,8 @@ DAY_MS = 86_400_000
 
 @pytest.fixture(autouse=True)
 def _no_topic_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ENV_REPLICATION, raising=False)
-    monkeypatch.delenv(ENV_TOPICS_DIR, raising=False)
+    monkeypatch.delenv("BATCHBRIDGE_TOPICS_REPLICATION", raising=False)
+    monkeypatch.delenv("BATCHBRIDGE_TOPICS_DIR", raising=False)
 
 
 def write(directory: Path, name: str, data: object) -> Path:
@@ -54,13 +54,16 @@ def existing(name: str = "t", partitions: int = 3, **kwargs: object) -> Existing
 # --------------------------------------------------------------------------- shipped files
 
 
-def test_default_dir_is_the_repository_topics_dir() -> None:
-    assert default_topics_dir() == SHIPPED
+def test_default_dir_in_a_checkout_is_the_repository_topics_dir() -> None:
+    # The wheel's copy is tested by tests/integration/test_wheel_install.py.
+    assert shipped_dir("topics") == SHIPPED
+    assert default_topics_dir(Settings()) == SHIPPED
 
 
-def test_default_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv(ENV_TOPICS_DIR, str(tmp_path))
-    assert default_topics_dir() == tmp_path
+def test_default_dir_follows_the_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BATCHBRIDGE_TOPICS_DIR", str(tmp_path))
+    assert default_topics_dir(Settings()) == tmp_path
+    assert default_topics_dir(Settings(topics_dir=str(SHIPPED))) == SHIPPED
 
 
 def test_shipped_files_declare_one_topic_per_role() -> None:
@@ -86,10 +89,15 @@ def test_shipped_partitions_retention_and_policies() -> None:
         "results": 6,
         "deadletter": 3,
         "batches": 3,
+        "replays": 1,
     }
     assert by_role["results"].configs["retention.ms"] == str(7 * DAY_MS)
     assert by_role["deadletter"].configs["retention.ms"] == str(30 * DAY_MS)
     assert by_role["batches"].configs["cleanup.policy"] == "compact,delete"
+    # Replay markers outlive the dead letters they mark.
+    assert by_role["replays"].configs["cleanup.policy"] == "compact,delete"
+    replays_ms = int(by_role["replays"].configs["retention.ms"])
+    assert replays_ms >= 2 * int(by_role["deadletter"].configs["retention.ms"])
     for s in by_role.values():
         assert s.replication_factor == 1
         assert s.description
@@ -110,7 +118,7 @@ def test_role_rename_through_environment(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_replication_override_argument_beats_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(ENV_REPLICATION, "3")
+    monkeypatch.setenv("BATCHBRIDGE_TOPICS_REPLICATION", "3")
     assert {s.replication_factor for s in load_specs(SHIPPED, Settings())} == {3}
     specs = load_specs(SHIPPED, Settings(), replication_factor=2)
     assert {s.replication_factor for s in specs} == {2}
@@ -118,9 +126,9 @@ def test_replication_override_argument_beats_env(monkeypatch: pytest.MonkeyPatch
 
 @pytest.mark.parametrize("value", ["zero", "0", "-1", "1.5"])
 def test_bad_replication_env_is_rejected(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
-    monkeypatch.setenv(ENV_REPLICATION, value)
-    with pytest.raises(TopicError, match="BATCHBRIDGE_TOPICS_REPLICATION|at least 1"):
-        load_specs(SHIPPED, Settings())
+    monkeypatch.setenv("BATCHBRIDGE_TOPICS_REPLICATION", value)
+    with pytest.raises(ValidationError, match="topics_replication"):
+        Settings()
 
 
 def test_bad_replication_argument_is_rejected() -> None:
@@ -381,7 +389,7 @@ def test_rows_and_table_for_a_mixed_plan() -> None:
         ("new", "create", "2 partitions, rf 1, retention.ms=5"),
         ("ok", "in sync", ""),
     ]
-    table = render_plan(result)
+    table = plan_table(result)
     assert table.row_count == 3
     assert "1 undeclared" in str(table.caption)
 
@@ -403,7 +411,7 @@ def test_rows_after_apply() -> None:
 
 
 def test_no_changes_caption() -> None:
-    assert render_plan(plan([spec("a")], [existing("a")])).caption == "no changes"
+    assert plan_table(plan([spec("a")], [existing("a")])).caption == "no changes"
 
 
 class _Untouchable:
