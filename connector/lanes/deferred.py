@@ -91,11 +91,20 @@ class DeferredLane:
 
     # ---------------------------------------------------------------- requests
     async def on_request(self, entry: PendingEntry, p: int) -> None:
-        """Admit one request to partition ``p`` (a replay of a known attempt is ignored)."""
+        """Admit one request to partition ``p``.
+
+        A request id seen before is new work only with a higher attempt, or as a replay of
+        a dead letter (``replay_of``) once its earlier run is done. Anything else, the same
+        request_id sent twice with different bodies included, is a replay: ignored (the
+        first one gets the one outcome).
+        """
         part = self._part(p)
         existing = self.ledger.entry(entry.request_id)
-        if existing and existing.attempt >= entry.attempt:
+        if existing and (entry.repeats(existing) or existing.state is not EntryState.DONE):
             metrics.DUPLICATES.inc()
+            if existing.state is EntryState.QUEUED and entry.repeats(existing):
+                # Rewrite it: a crash may have kept this write in the local store only.
+                self.ledger.put_entry(existing)
             return
         entry = entry.queued(p, self.clock())
         self.ledger.put_entry(entry)

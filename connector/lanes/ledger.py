@@ -23,6 +23,9 @@ from connector.providers.base import BatchHandle, BatchState
 
 Source = tuple[str, int, int]  # topic, partition, offset of the input record
 
+# Metadata key ``batchbridge replay`` sets: "<dead-letter topic>:<partition>:<offset>".
+REPLAY_OF_KEY = "batchbridge.replay_of"
+
 
 class EntryState(StrEnum):
     """Where one request stands in the deferred lane."""
@@ -104,6 +107,7 @@ class PendingEntry:
     batch_id: str | None = None
     custom_id: str | None = None
     outcome: str | None = None  # how it ended: result, retried, deadletter, escalated
+    replay_of: str | None = None  # the dead letter this request replays (``batchbridge replay``)
 
     @classmethod
     def of_request(cls, request: dict[str, Any], source: Source | None, shards_per_key: int = 1) -> PendingEntry:
@@ -116,7 +120,12 @@ class PendingEntry:
             deadline=request.get("deadline"),
             source=source,
             request=request,
+            replay_of=(request.get("metadata") or {}).get(REPLAY_OF_KEY),
         )
+
+    def repeats(self, other: PendingEntry) -> bool:
+        """Whether this arrival is a replay of ``other`` (an attempt it already has), not new work."""
+        return other.attempt >= self.attempt and other.replay_of == self.replay_of
 
     def queued(self, partition: int, now: int) -> PendingEntry:
         """This entry as admitted to ``partition`` at ``now``."""
@@ -140,6 +149,7 @@ class PendingEntry:
             batch_id=self.batch_id,
             custom_id=self.custom_id,
             outcome=outcome,
+            replay_of=self.replay_of,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -152,6 +162,8 @@ class PendingEntry:
             "state": self.state.value,
             "changed_at": self.changed_at,
         }
+        if self.replay_of is not None:
+            value["replay_of"] = self.replay_of
         if self.state is EntryState.DONE:
             value["outcome"] = self.outcome
             if self.batch_id is not None:
@@ -182,6 +194,7 @@ class PendingEntry:
             batch_id=v.get("batch_id"),
             custom_id=v.get("custom_id"),
             outcome=v.get("outcome"),
+            replay_of=v.get("replay_of"),
         )
 
 

@@ -535,3 +535,24 @@ async def test_a_quota_refusal_at_create_waits_for_the_quota_backoff():
     assert h.provider.submits == 0  # still waiting for the quota
     await h.tick(31)
     assert h.provider.submits == 1 and h.records()[0].phase is BatchPhase.SUBMITTED
+
+
+async def test_a_replayed_dead_letter_runs_again_once_and_only_after_its_first_run_ended():
+    h = Harness(min_batch=1, max_wait_s=1)
+    h.provider.kinds = {"t1": OutcomeKind.PERMANENT}
+    await h.feed(entry(1))
+    replay = PendingEntry.of_request(
+        dict(request(1), metadata={"batchbridge.replay_of": "inference.deadletter:0:7"}), ("inference.deferred", 0, 9)
+    )
+    await h.feed(replay)  # the first run is still live: the replay is ignored
+    await h.tick(2)
+    h.provider.finish_all()
+    await h.tick(2)
+    assert [f["request_id"] for f in h.out.failures] == ["req-1"]
+    h.provider.kinds = {}
+    await h.feed(replay, replay)  # now it runs again, once
+    await h.tick(2)
+    h.provider.finish_all()
+    await h.tick(2)
+    assert [r["request_id"] for r in h.out.results] == ["req-1"]
+    assert sum(len(b["items"]) for b in h.provider.batches.values()) == 2
