@@ -14,7 +14,6 @@ each partition's state and every table write happens inside an event of that par
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 from typing import Any
 
@@ -34,6 +33,7 @@ from connector.lanes.webhooks import serve as serve_webhooks
 from connector.pricing import PriceTable
 from connector.providers.registry import build_providers, endpoints_of
 from connector.serde import build_codec
+from connector.statedir import claim as claim_state_dir
 from connector.transport import register as register_transport
 
 log = logging.getLogger(__name__)
@@ -71,14 +71,14 @@ def _is_tansu(settings: Settings) -> bool:
 
 
 def _faust_app(settings: Settings) -> faust.App:
-    datadir = os.path.join(settings.data_dir, f"worker-{os.getpid()}")
-    os.makedirs(datadir, exist_ok=True)
+    state = claim_state_dir(settings.data_dir, settings.app_id)
+    log.info("state store: %s (%s)", state.path, settings.store)
     servers = ";".join(s.strip() for s in settings.kafka.bootstrap_servers.split(","))
     return faust.App(
         settings.app_id,
         broker=f"{register_transport() if settings.kafka.verify_end_offsets else 'kafka'}://{servers}",
         broker_credentials=_credentials(settings),
-        store="memory://",
+        store=f"{settings.store}://",
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         processing_guarantee="at_least_once",
@@ -86,7 +86,7 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_heartbeat_interval=1.0,
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
-        datadir=datadir,
+        datadir=str(state.path),
         producer_acks=-1,
         producer_max_request_size=settings.kafka.max_request_size,
         stream_buffer_maxsize=settings.stream_buffer,
@@ -216,7 +216,8 @@ def _topic_limits(settings: Settings) -> dict[str, int]:
 
     names = {*settings.topics.model_dump().values(), *settings.reply_topic_allowlist}
     try:
-        futures = admin_client(settings).describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names])
+        admin = admin_client(settings)  # held: its futures fail once it is collected
+        futures = admin.describe_configs([ConfigResource(ResourceType.TOPIC, n) for n in names])
         limits = {}
         for resource, future in futures.items():
             entry = future.result(10).get("max.message.bytes")

@@ -176,7 +176,8 @@ class Settings(BaseSettings):
     prices_file: str | None = None  # override the shipped price table
     metrics_port: int | None = None  # /metrics, /healthz and /readyz
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container so Prometheus can scrape it
-    data_dir: str = ".batchbridge"
+    data_dir: str = ".batchbridge"  # on-disk table stores, one locked slot per worker
+    store: Literal["rocksdb", "memory"] = "rocksdb"  # rocksdb: tables on disk, restarts replay only the tail
     log_level: str = "INFO"
     # Declarations and tools; unset = what ships with the package (connector/shipped.py).
     topics_dir: str | None = None  # topics/*.yaml that `topics apply` and the worker apply

@@ -12,9 +12,11 @@ decode failure raises :class:`~connector.errors.DecodeError` carrying the raw by
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import json
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Protocol
 
 import fastavro
@@ -54,9 +56,15 @@ def _check_present(data: bytes | None, schema: str) -> bytes:
 
 def with_defaults(schema: str, record: dict[str, Any]) -> dict[str, Any]:
     """The record with every missing field that has a default filled in."""
-    out = dict(schemas.defaults(schema))
+    out = {name: copy.copy(value) if isinstance(value, dict | list) else value for name, value in _defaults(schema, str(schemas.schemas_dir()))}
     out.update(record)
     return out
+
+
+@lru_cache(maxsize=64)
+def _defaults(schema: str, directory: str) -> tuple[tuple[str, Any], ...]:
+    # Expanding a schema deep-copies it: once per schema, not once per record.
+    return tuple(schemas.defaults(schema).items())
 
 
 class AvroCodec:

@@ -57,7 +57,9 @@ class DeferredLane:
         self.settings = settings
         self.cfg = settings.batching
         self.providers = providers
-        self.ledger = Ledger(pending, batches)
+        self.ledger = Ledger(
+            pending, batches, pending_store=getattr(pending, "data", None), batches_store=getattr(batches, "data", None)
+        )
         self.clock = clock
         self.delivery = Delivery(self.ledger, outputs, prices, self.cfg, clock)
         self.machine = BatchMachine(settings, self.ledger, providers, outputs, self.delivery, flush, clock)

@@ -13,7 +13,7 @@ migrated when read.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
@@ -309,15 +309,29 @@ class WorkEvent:
 
 
 class Ledger:
-    """Typed access to the ``pending`` and ``batches`` tables (any mutable mapping)."""
+    """Typed access to the ``pending`` and ``batches`` tables (any mutable mapping).
 
-    def __init__(self, pending: MutableMapping[str, Any], batches: MutableMapping[str, Any]) -> None:
+    Writes go through the tables (a Faust table sends each one to its changelog). Reads may
+    go to the tables' stores directly (``Table.data``): the same values, without Faust's
+    per-read sensor calls, which were the worker's largest single cost.
+    """
+
+    def __init__(
+        self,
+        pending: MutableMapping[str, Any],
+        batches: MutableMapping[str, Any],
+        *,
+        pending_store: Mapping[str, Any] | None = None,
+        batches_store: Mapping[str, Any] | None = None,
+    ) -> None:
         self.pending = pending
         self.batches = batches
+        self._pending_read: Mapping[str, Any] = pending if pending_store is None else pending_store
+        self._batches_read: Mapping[str, Any] = batches if batches_store is None else batches_store
 
     def entry(self, request_id: str) -> PendingEntry | None:
         """The entry of ``request_id``, if the table has one."""
-        raw = self.pending.get(request_id)
+        raw = self._pending_read.get(request_id)
         return PendingEntry.from_json(raw) if raw else None
 
     def put_entry(self, entry: PendingEntry) -> None:
@@ -330,13 +344,13 @@ class Ledger:
 
     def entries(self) -> Iterator[PendingEntry]:
         """Every entry in the table."""
-        for raw in list(self.pending.values()):
+        for raw in list(self._pending_read.values()):
             if raw:
                 yield PendingEntry.from_json(raw)
 
     def batch(self, batch_id: str) -> BatchRecord | None:
         """The record of ``batch_id``, if the table has one."""
-        raw = self.batches.get(batch_id)
+        raw = self._batches_read.get(batch_id)
         return BatchRecord.from_json(raw) if raw else None
 
     def put_batch(self, batch: BatchRecord) -> None:
@@ -349,6 +363,6 @@ class Ledger:
 
     def all_batches(self) -> Iterator[BatchRecord]:
         """Every batch record in the table."""
-        for raw in list(self.batches.values()):
+        for raw in list(self._batches_read.values()):
             if raw:
                 yield BatchRecord.from_json(raw)
