@@ -1,9 +1,12 @@
-"""The Avro schemas in ``schemas/``: loading, reference expansion, history.
+"""The Avro schemas in ``schemas/``: loading, cross-file consistency, history.
 
-Each ``.avsc`` file holds one top-level record. A field may name another top-level record
-of this directory by its full name (InferenceFailure.request → InferenceRequest); the
-loader inlines it, so every schema handed to fastavro or a Schema Registry is
-self-contained (Kafka Connect's AvroConverter needs no references).
+Each ``.avsc`` file holds one top-level record and stands alone: a record that has its own
+file and is used in another (InferenceFailure.request is an InferenceRequest) is written out
+in full at that use, under the same full name. So any Avro library loads any one file by
+itself, a user in another language needs only the file of the topic they read, and the
+Schema Registry gets the same self-contained schema (no references; Kafka Connect's
+AvroConverter needs none). The loader refuses a directory where such a copy differs from
+the record's own file.
 """
 
 from __future__ import annotations
@@ -41,31 +44,41 @@ def _read(path: Path) -> dict[str, Any]:
         raise SchemaError(f"cannot read schema {path}: {exc}") from exc
 
 
-def _expand(node: Any, raw: dict[str, dict[str, Any]], seen: set[str]) -> Any:
-    """Inline references to other top-level records, each at most once per schema."""
-    if isinstance(node, str):
-        short = node.removeprefix(NAMESPACE + ".")
-        if short in raw and node in (short, f"{NAMESPACE}.{short}"):
-            if short in seen:
-                return f"{NAMESPACE}.{short}"
-            seen.add(short)
-            return _expand(copy.deepcopy(raw[short]), raw, seen)
-        return node
+def _full_name(node: dict[str, Any], namespace: str | None) -> str:
+    name = node["name"]
+    space = node.get("namespace", namespace)
+    return name if "." in name or not space else f"{space}.{name}"
+
+
+def _embedded_records(node: Any, namespace: str | None) -> list[tuple[str, dict[str, Any]]]:
+    """(full name, definition) of every record defined inside ``node``, at any depth."""
+    found: list[tuple[str, dict[str, Any]]] = []
     if isinstance(node, list):
-        return [_expand(item, raw, seen) for item in node]
-    if isinstance(node, dict):
-        out = dict(node)
-        if out.get("type") == "record":
-            seen.add(out["name"])
-            out["fields"] = [dict(f, type=_expand(f["type"], raw, seen)) for f in out["fields"]]
-        elif "type" in out and not isinstance(out["type"], str):
-            out["type"] = _expand(out["type"], raw, seen)
-        elif out.get("type") in ("array",):
-            out["items"] = _expand(out["items"], raw, seen)
-        elif out.get("type") in ("map",):
-            out["values"] = _expand(out["values"], raw, seen)
-        return out
-    return node
+        for branch in node:
+            found += _embedded_records(branch, namespace)
+    elif isinstance(node, dict) and node.get("type") == "record":
+        full = _full_name(node, namespace)
+        found.append((full, node))
+        for field in node["fields"]:
+            found += _embedded_records(field["type"], full.rpartition(".")[0] or None)
+    elif isinstance(node, dict):
+        for key in ("type", "items", "values"):
+            if key in node and not isinstance(node[key], str):
+                found += _embedded_records(node[key], namespace)
+    return found
+
+
+def _check_copies(raw: dict[str, dict[str, Any]], base: Path) -> None:
+    """Every record defined inside another file is an exact copy of its own file."""
+    own = {_full_name(schema, None): name for name, schema in raw.items()}
+    for name, schema in raw.items():
+        for field in schema["fields"]:
+            for full, definition in _embedded_records(field["type"], schema.get("namespace")):
+                if full in own and definition != raw[own[full]]:
+                    raise SchemaError(
+                        f"{base / (name + '.avsc')}: the {full} defined inside it differs from "
+                        f"{own[full]}.avsc; copy that file's record in unchanged"
+                    )
 
 
 @lru_cache(maxsize=8)
@@ -77,15 +90,16 @@ def _raw_all(directory: str) -> dict[str, dict[str, Any]]:
         if not path.exists():
             raise SchemaError(f"schema file missing: {path}")
         raw[name] = _read(path)
+    _check_copies(raw, base)
     return raw
 
 
 def schema_dict(name: str, directory: Path | None = None) -> dict[str, Any]:
-    """The self-contained schema of ``name`` as a JSON-able dict."""
+    """The schema of ``name`` as a JSON-able dict (a fresh copy: callers may change it)."""
     raw = _raw_all(str(directory or schemas_dir()))
     if name not in raw:
         raise SchemaError(f"unknown schema {name!r}; known: {', '.join(ALL)}")
-    return _expand(copy.deepcopy(raw[name]), raw, set())
+    return copy.deepcopy(raw[name])
 
 
 def schema_json(name: str, directory: Path | None = None) -> str:
@@ -97,7 +111,9 @@ def _parsed(name: str, directory: str) -> Any:
     try:
         return fastavro.parse_schema(schema_dict(name, Path(directory)))
     except Exception as exc:  # fastavro raises several types for bad schemas
-        raise SchemaError(f"schema {name} does not parse: {exc}") from exc
+        raise SchemaError(
+            f"schema {name} does not parse on its own: {exc} (each file must define every record it uses)"
+        ) from exc
 
 
 def parsed_schema(name: str, directory: Path | None = None) -> Any:
@@ -106,11 +122,14 @@ def parsed_schema(name: str, directory: Path | None = None) -> Any:
 
 
 def history(name: str, directory: Path | None = None) -> list[tuple[str, dict[str, Any]]]:
-    """Earlier versions kept under ``schemas/history/<name>/*.avsc``, oldest first."""
+    """Released versions kept under ``schemas/history/<name>/v<N>.avsc``, oldest first."""
     base = (directory or schemas_dir()) / "history" / name
     if not base.is_dir():
         return []
-    return [(p.stem, _read(p)) for p in sorted(base.glob("*.avsc"))]
+    # v10 after v9: shorter names first, then by name.
+    return [
+        (p.stem, _read(p)) for p in sorted(base.glob("*.avsc"), key=lambda p: (len(p.stem), p.stem))
+    ]
 
 
 def defaults(name: str) -> dict[str, Any]:
