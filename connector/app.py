@@ -89,6 +89,8 @@ def _faust_app(settings: Settings) -> faust.App:
         datadir=str(state.path),
         producer_acks=-1,
         producer_max_request_size=settings.kafka.max_request_size,
+        producer_linger=settings.kafka.linger_ms / 1000,
+        producer_max_batch_size=settings.kafka.batch_size,
         stream_buffer_maxsize=settings.stream_buffer,
         broker_max_poll_records=settings.stream_buffer,
     )

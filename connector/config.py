@@ -28,6 +28,10 @@ class KafkaSettings(BaseModel):
     # The producer's largest request. It must be at least the largest max.message.bytes of
     # the topics in topics/ (5 MiB for the dead-letter topic) plus room for framing.
     max_request_size: int = Field(5 * 1024 * 1024 + 64 * 1024, ge=1024 * 1024)
+    # Producer batching: a produce request per record batch, so larger, fuller batches
+    # cost the worker (and the broker) far less per record.
+    linger_ms: int = Field(5, ge=0)
+    batch_size: int = Field(512 * 1024, ge=16 * 1024)
     # tansu (the embedded broker) reports a partition's end offset as the base offset of
     # its last record batch + 1, so Faust's changelog recovery would stop short of the last
     # batch's records. Verify end offsets with a fetch when recovering. None = for tansu only.

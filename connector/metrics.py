@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 PENDING = Gauge("batchbridge_pending_requests", "Requests queued or in flight on this worker", ["state"])
@@ -26,3 +29,9 @@ LATENCY = Histogram(
     ["lane"],
     buckets=(1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400),
 )
+
+
+@lru_cache(maxsize=4096)
+def labelled(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, looked up once: the lookup costs more than the increment."""
+    return metric.labels(*values)

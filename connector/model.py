@@ -5,11 +5,12 @@ A request record is the dict form of ``schemas/InferenceRequest.avsc``.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from connector.errors import ValidationError
 
@@ -56,7 +57,7 @@ class BatchKey:
 def parse_body(request: dict[str, Any]) -> dict[str, Any]:
     """The provider-native body as a dict; ValidationError if it is not a JSON object."""
     try:
-        body = json.loads(request["body"])
+        body = orjson.loads(request["body"])
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):

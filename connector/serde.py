@@ -56,13 +56,13 @@ def _check_present(data: bytes | None, schema: str) -> bytes:
 
 def with_defaults(schema: str, record: dict[str, Any]) -> dict[str, Any]:
     """The record with every missing field that has a default filled in."""
-    out = {name: copy.copy(value) if isinstance(value, dict | list) else value for name, value in _defaults(schema, str(schemas.schemas_dir()))}
+    out = {name: copy.copy(value) if isinstance(value, dict | list) else value for name, value in _defaults(schema)}
     out.update(record)
     return out
 
 
 @lru_cache(maxsize=64)
-def _defaults(schema: str, directory: str) -> tuple[tuple[str, Any], ...]:
+def _defaults(schema: str) -> tuple[tuple[str, Any], ...]:
     # Expanding a schema deep-copies it: once per schema, not once per record.
     return tuple(schemas.defaults(schema).items())
 

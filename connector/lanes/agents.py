@@ -14,12 +14,13 @@ becomes that record's dead letter, and sending it is retried until the broker ta
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import zlib
 from collections import defaultdict
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import Any, Protocol
+
+import orjson
 
 from connector import metrics
 from connector.lanes import records
@@ -117,7 +118,7 @@ class Intake:
     def rejection(self, rejected: Rejected, source: Source) -> Callable[[], Awaitable[Awaitable[Any]]]:
         """The send of one input record's dead letter."""
         log.warning("dead-lettering %s from %s/%d@%d: %s", rejected.error_class, *source, rejected.message)
-        metrics.FAILURES.labels(rejected.error_class).inc()
+        metrics.labelled(metrics.FAILURES, rejected.error_class).inc()
         failure = records.failure_record(
             error_class=rejected.error_class,
             message=rejected.message,
@@ -128,19 +129,20 @@ class Intake:
         )
         return lambda: self.out.failure(failure)
 
-    def _entry(self, value: Any, source: Source) -> PendingEntry | Rejected:
+    def _entry(self, value: Any, source: Source) -> tuple[PendingEntry, int] | Rejected:
+        """The request's entry and its size as JSON in the work topic and the table, or why not."""
         request = admit(self.codec, value, source[0], self.allow, self.max_body, self.endpoints)
         if isinstance(request, Rejected):
             return request
         try:
             entry = PendingEntry.of_request(request, source, self.shards)
-            size = len(json.dumps(entry.to_json()))
+            size = len(orjson.dumps(entry.to_json()))
         except Exception as exc:  # noqa: BLE001 - one record's problem, not the agent's
             return Rejected(records.INTERNAL_ERROR, records.exception_message(exc), request, None)
         if size > self.work_limit:
             message = f"request takes {size} bytes in the connector's state; at most {self.work_limit}"
             return Rejected(records.OVERSIZE, message, request, None)
-        return entry
+        return entry, size
 
     async def deferred_stream(self, batches: AsyncIterable[Sequence[Any]]) -> None:
         """The ``ingest`` agent: inference.deferred → work topic, one bundle per work partition."""
@@ -149,18 +151,18 @@ class Intake:
 
     async def forward(self, events: Sequence[Any]) -> None:
         """Admit a buffer of input events and deliver everything they became."""
-        bundles: dict[int, list[PendingEntry]] = defaultdict(list)
+        bundles: dict[int, list[tuple[PendingEntry, int]]] = defaultdict(list)
         sends: list[Callable[[], Awaitable[Awaitable[Any]]]] = []
         for event in events:
             source = _source(event)
             if source[1] not in self.resumed:
                 self.resumed.add(source[1])
                 log.info("intake: reading %s[%d] from offset %d", *source)
-            entry = self._entry(event.value, source)
-            if isinstance(entry, Rejected):
-                sends.append(self.rejection(entry, source))
+            admitted = self._entry(event.value, source)
+            if isinstance(admitted, Rejected):
+                sends.append(self.rejection(admitted, source))
             else:
-                bundles[work_partition(entry.batch_key, self.partitions)].append(entry)
+                bundles[work_partition(admitted[0].batch_key, self.partitions)].append(admitted)
         for partition, entries in bundles.items():
             for chunk in _chunks(entries, self.work_limit):
                 value = WorkEvent(tuple(chunk)).to_json()
@@ -175,7 +177,7 @@ class Intake:
             if isinstance(request, Rejected):
                 await deliver_all([self.rejection(request, source)], "dead letters")
                 continue
-            metrics.REQUESTS_IN.labels("realtime").inc()
+            metrics.labelled(metrics.REQUESTS_IN, "realtime").inc()
             try:
                 await self.realtime.handle(request, source)
             except Exception as exc:  # noqa: BLE001 - this request's problem, not the agent's
@@ -184,17 +186,16 @@ class Intake:
                 await deliver_all([self.rejection(rejected, source)], "dead letters")
 
 
-def _chunks(entries: list[PendingEntry], limit: int) -> list[list[PendingEntry]]:
-    """Bundles of entries whose JSON stays within ``limit`` bytes (each entry fits alone)."""
+def _chunks(entries: list[tuple[PendingEntry, int]], limit: int) -> list[list[PendingEntry]]:
+    """Bundles of entries (with their JSON sizes) that stay within ``limit`` bytes each."""
     chunks: list[list[PendingEntry]] = [[]]
     size = 0
-    for entry in entries:
-        entry_size = len(json.dumps(entry.to_json())) + 2
-        if chunks[-1] and size + entry_size > limit:
+    for entry, entry_size in entries:
+        if chunks[-1] and size + entry_size + 2 > limit:
             chunks.append([])
             size = 0
         chunks[-1].append(entry)
-        size += entry_size
+        size += entry_size + 2
     return chunks
 
 

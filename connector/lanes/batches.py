@@ -173,7 +173,7 @@ class BatchMachine:
             self.ledger.put_entry(member)
             index.add_member(member)
         self._fresh.add(batch.batch_id)
-        metrics.BATCH_TRANSITIONS.labels(key.provider, BatchPhase.INTENT).inc()
+        metrics.labelled(metrics.BATCH_TRANSITIONS, key.provider, BatchPhase.INTENT).inc()
         log.info("batch %s: %d requests for %s closed by %s", batch.batch_id, batch.count, key, close.reason)
 
     # ---------------------------------------------------------------- driving
@@ -205,7 +205,7 @@ class BatchMachine:
         try:
             more = await self._step(index, batch, provider)
         except ProviderError as exc:
-            metrics.PROVIDER_ERRORS.labels(batch.provider, batch.phase).inc()
+            metrics.labelled(metrics.PROVIDER_ERRORS, batch.provider, batch.phase).inc()
             log.warning("batch %s (%s): %s; will retry", batch.batch_id, batch.phase, exc)
             self._drop_emission(batch.batch_id)
             self._defer(batch.batch_id, getattr(exc, "retry_after", None))
@@ -237,7 +237,7 @@ class BatchMachine:
         batch.last_error = records.exception_message(exc)
         log.error("batch %s (%s): step failed (%d of %d): %s", batch.batch_id, batch.phase, batch.failures,
                   self.cfg.max_batch_failures, batch.last_error, exc_info=exc)
-        metrics.PROVIDER_ERRORS.labels(batch.provider, "internal").inc()
+        metrics.labelled(metrics.PROVIDER_ERRORS, batch.provider, "internal").inc()
         with contextlib.suppress(Exception):
             self.ledger.put_batch(batch)
         if batch.failures < self.cfg.max_batch_failures:
@@ -440,7 +440,7 @@ class BatchMachine:
     def _report_systemic(self, batch: BatchRecord, succeeded: int, failed: int) -> None:
         total = succeeded + failed
         if total >= self.cfg.systemic_min_requests and failed / total >= self.cfg.systemic_failure_ratio:
-            metrics.SYSTEMIC_FAILURES.labels(batch.provider).inc()
+            metrics.labelled(metrics.SYSTEMIC_FAILURES, batch.provider).inc()
             log.error(
                 "batch %s (%s): %d of %d requests failed — a systemic problem (quota, model, credentials?)",
                 batch.batch_id,
@@ -469,7 +469,7 @@ class BatchMachine:
             setattr(batch, name, value)
         batch.phase = phase
         self.ledger.put_batch(batch)
-        metrics.BATCH_TRANSITIONS.labels(batch.provider, phase).inc()
+        metrics.labelled(metrics.BATCH_TRANSITIONS, batch.provider, phase).inc()
         counts = {}
         if phase.has_ended or phase is BatchPhase.EMITTED:
             counts = {"succeeded": batch.succeeded, "failed": batch.failed}

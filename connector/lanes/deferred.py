@@ -111,7 +111,7 @@ class DeferredLane:
         entry = entry.queued(p, self.clock())
         self.ledger.put_entry(entry)
         part.add_queued(entry)
-        metrics.REQUESTS_IN.labels("deferred").inc()
+        metrics.labelled(metrics.REQUESTS_IN, "deferred").inc()
         await self._close_due(part, p, entry.batch_key, full_only=True)
 
     async def reject(self, entry: PendingEntry, p: int, exc: Exception) -> None:
@@ -191,8 +191,8 @@ class DeferredLane:
 
     def _observe(self) -> None:
         parts = self._parts.values()
-        metrics.PENDING.labels(EntryState.QUEUED).set(sum(sum(map(len, p.queued.values())) for p in parts))
-        metrics.PENDING.labels(EntryState.BATCHED).set(sum(p.in_flight() for p in parts))
+        metrics.labelled(metrics.PENDING, EntryState.QUEUED).set(sum(sum(map(len, p.queued.values())) for p in parts))
+        metrics.labelled(metrics.PENDING, EntryState.BATCHED).set(sum(p.in_flight() for p in parts))
         counts: dict[BatchPhase, int] = {}
         oldest = None
         for part in parts:
@@ -201,5 +201,5 @@ class DeferredLane:
                 oldest = batch.closed_at if oldest is None else min(oldest, batch.closed_at)
         for phase in BatchPhase:
             if phase is not BatchPhase.EMITTED:
-                metrics.BATCHES.labels(phase).set(counts.get(phase, 0))
+                metrics.labelled(metrics.BATCHES, phase).set(counts.get(phase, 0))
         metrics.OLDEST_BATCH_AGE.set(0 if oldest is None else (self.clock() - oldest) / 1000)

@@ -82,10 +82,10 @@ class Delivery:
             delivery = await self.out.result(record, req.get("reply_topic"))
         except TooLarge as exc:
             return await self.fail(batch, entry, records.OVERSIZE, None, f"the result is too large to deliver: {exc}")
-        metrics.RESULTS.labels("batch", req["provider"]).inc()
-        metrics.COST.labels(req["provider"], "batch").inc(costs.cost_usd)
-        metrics.REALTIME_COST.labels(req["provider"]).inc(costs.realtime_cost_usd)
-        metrics.LATENCY.labels("batch").observe(max(0, now - req["created_at"]) / 1000)
+        metrics.labelled(metrics.RESULTS, "batch", req["provider"]).inc()
+        metrics.labelled(metrics.COST, req["provider"], "batch").inc(costs.cost_usd)
+        metrics.labelled(metrics.REALTIME_COST, req["provider"]).inc(costs.realtime_cost_usd)
+        metrics.labelled(metrics.LATENCY, "batch").observe(max(0, now - req["created_at"]) / 1000)
         return Sent(entry, "result", delivery, succeeded=True)
 
     async def retry_or_fail(
@@ -100,7 +100,7 @@ class Delivery:
             delivery = await self.out.retry(dict(req, attempt=attempt + 1))
         except TooLarge as exc:
             return await self.fail(batch, entry, records.OVERSIZE, None, f"cannot send the request back: {exc}")
-        metrics.RETRIES.labels(req["provider"]).inc()
+        metrics.labelled(metrics.RETRIES, req["provider"]).inc()
         return Sent(entry, "retried", delivery)
 
     async def fail(
@@ -118,7 +118,7 @@ class Delivery:
             source=entry.source,
         )
         delivery = await self.out.failure(failure)
-        metrics.FAILURES.labels(error_class).inc()
+        metrics.labelled(metrics.FAILURES, error_class).inc()
         return Sent(entry, "deadletter", delivery)
 
     async def escalate(self, entry: PendingEntry) -> Sent:

@@ -7,8 +7,6 @@ the agent goes on with the next one.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +70,6 @@ def _validated(
 ) -> dict[str, Any]:
     _check_unicode_fields(request)
     validate_request(request, reply_allowlist=allowlist, endpoints=endpoints)
-    _check_unicode_body(request)
     limit = max_body_bytes.get(request["provider"])
     size = len(request["body"].encode())
     if limit is not None and size > limit:
@@ -95,31 +92,3 @@ def _check_unicode_fields(request: dict[str, Any]) -> None:
                 text.encode("utf-8")
             except UnicodeEncodeError as exc:
                 raise ValidationError(f"text is not valid Unicode ({exc.reason} at position {exc.start})") from exc
-
-
-def _check_unicode_body(request: dict[str, Any]) -> None:
-    """A JSON body whose escapes decode to a lone surrogate cannot be sent to a provider."""
-    body = request["body"]
-    if _LONE_SURROGATE_ESCAPE.search(body) and _holds_lone_surrogate(json.loads(body)):
-        raise ValidationError("body holds a lone surrogate escape: its text is not valid Unicode")
-
-
-# A high surrogate escape not followed by a low one, or a low one not preceded by a high one.
-_LONE_SURROGATE_ESCAPE = re.compile(
-    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
-    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-)
-
-
-def _holds_lone_surrogate(value: Any) -> bool:
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return True
-        return False
-    if isinstance(value, dict):
-        return any(_holds_lone_surrogate(k) or _holds_lone_surrogate(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_lone_surrogate(v) for v in value)
-    return False

@@ -51,23 +51,18 @@ class Outputs:
         self._allow = frozenset(settings.reply_topic_allowlist)
         self._max_request = settings.kafka.max_request_size
         self._topic_limits = dict(topic_limits or {})
-        self._topics: dict[str, faust.TopicT] = {}
 
     def limit(self, topic: str) -> int:
         """The largest value (plus key and headers) a record of ``topic`` may carry."""
         return min(self._topic_limits.get(topic, self._max_request), self._max_request) - RECORD_OVERHEAD_BYTES
-
-    def _topic(self, name: str) -> faust.TopicT:
-        if name not in self._topics:
-            self._topics[name] = self._app.topic(name, key_serializer="raw", value_serializer="raw")
-        return self._topics[name]
 
     async def _send(self, topic: str, key: str | None, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any]:
         key_bytes = key.encode("utf-8", "replace") if key else None
         size = len(value) + len(key_bytes or b"") + sum(len(k) + len(v) for k, v in headers or ())
         if size > self.limit(topic):
             raise TooLarge(topic, size, self.limit(topic))
-        return await self._topic(topic).send(key=key_bytes, value=value, headers=headers)
+        # The producer itself, not faust.Topic.send: the records are encoded already.
+        return await self._app.producer.send(topic, key_bytes, value, None, None, headers)
 
     async def result(self, record: dict[str, Any], reply_topic: str | None = None) -> Awaitable[Any]:
         """A succeeded request's result, to its allow-listed reply topic or the results topic."""

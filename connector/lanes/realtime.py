@@ -72,10 +72,10 @@ class RealtimeLane:
             except TooLarge as exc:
                 await self._fail(request, source, records.OVERSIZE, None, f"the result is too large to deliver: {exc}")
                 return
-            metrics.RESULTS.labels("realtime", request["provider"]).inc()
-            metrics.COST.labels(request["provider"], "realtime").inc(costs.cost_usd)
-            metrics.REALTIME_COST.labels(request["provider"]).inc(costs.realtime_cost_usd)
-            metrics.LATENCY.labels("realtime").observe(max(0, now - request["created_at"]) / 1000)
+            metrics.labelled(metrics.RESULTS, "realtime", request["provider"]).inc()
+            metrics.labelled(metrics.COST, request["provider"], "realtime").inc(costs.cost_usd)
+            metrics.labelled(metrics.REALTIME_COST, request["provider"]).inc(costs.realtime_cost_usd)
+            metrics.labelled(metrics.LATENCY, "realtime").observe(max(0, now - request["created_at"]) / 1000)
             return
         error_class = records.PROVIDER_REJECTED if outcome.kind is OutcomeKind.PERMANENT else records.RETRIES_EXHAUSTED
         await self._fail(request, source, error_class, outcome.error_code, outcome.error_message or "synchronous call failed")
@@ -100,4 +100,4 @@ class RealtimeLane:
             error_class=error_class, message=message, now=self.clock(), request=request, error_code=code, source=source
         )
         await (await self.out.failure(failure))
-        metrics.FAILURES.labels(error_class).inc()
+        metrics.labelled(metrics.FAILURES, error_class).inc()

@@ -45,7 +45,7 @@ def test_a_body_nested_100000_levels_is_invalid_input_not_a_crash():
     codec = AvroCodec()
     rejected = run(codec, codec.encode(REQUEST, request(body="[" * 100_000 + "]" * 100_000), TOPIC))
     assert isinstance(rejected, Rejected) and rejected.error_class == "invalid_input"
-    assert "nested too deeply" in rejected.message and rejected.request["request_id"] == "r-1"
+    assert "depth limit" in rejected.message and rejected.request["request_id"] == "r-1"
 
 
 @pytest.mark.parametrize("field", ["request_id", "model", "body"])
@@ -54,7 +54,8 @@ def test_lone_surrogates_from_json_input_are_invalid_input(field):
     value = '{"a": "\\ud800"}' if field == "body" else "x\ud800"
     raw = json.dumps(request(**{field: value})).encode()
     rejected = run(codec, raw)
-    assert rejected.error_class == "invalid_input" and "not valid Unicode" in rejected.message
+    assert rejected.error_class == "invalid_input"
+    assert "not valid Unicode" in rejected.message or "surrogate" in rejected.message
 
 
 def test_lone_surrogates_in_metadata_are_invalid_input():
