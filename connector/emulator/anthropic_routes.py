@@ -251,7 +251,7 @@ class AnthropicRoutes:
             )
         lines = synth.with_malformed(result_lines(batch, prog), batch.malformed_lines, batch.id)
         return await self.emu.stream(
-            request, (line.encode() for line in lines), "application/binary"
+            request, (line.encode() for line in lines), "application/binary", result=True
         )
 
     async def create_message(self, request: web.Request) -> web.Response:

@@ -9,25 +9,44 @@ from typing import Any
 
 ERROR_KINDS = ("rate_limit", "server_error", "overloaded", "invalid_request", "policy")
 BATCH_OUTCOMES = (None, "failed", "expired", "cancelled", "stuck")
-HTTP_FAULT_STATUSES = (429, 500, 503)
+# 404 is a provider-shaped not-found (a transient 404 on retrieve); None means "no error
+# answer": only the delay or the dropped response applies.
+HTTP_FAULT_STATUSES = (404, 429, 500, 503, None)
 
 
 @dataclass
 class HttpFault:
-    """The next ``count`` requests matching ``path_regex`` (and ``method``) get ``status``."""
+    """Disturbs the next ``count`` requests matching ``path_regex`` (and ``method``).
+
+    A matching request is first held ``delay_s`` seconds. Then, with ``drop_response``, the
+    real route handles it (a batch is created and counted) and the connection is closed
+    without any answer, so the client sees a disconnect; ``status`` is not used then.
+    Otherwise ``status`` answers instead of the route (provider-shaped error body, with
+    ``Retry-After`` when ``retry_after`` is set), or ``status=None`` lets the route answer.
+    """
 
     path_regex: str
-    status: int = 429
+    status: int | None = 429
     count: int = 1
     method: str | None = None
     retry_after: float | None = None
+    delay_s: float = 0.0
+    drop_response: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in HTTP_FAULT_STATUSES:
             raise ValueError(f"http fault status must be one of {HTTP_FAULT_STATUSES}")
         if self.count < 0:
             raise ValueError("http fault count must be >= 0")
-        re.compile(self.path_regex)
+        if self.delay_s < 0:
+            raise ValueError("http fault delay_s must be >= 0")
+        if self.drop_response:
+            # The request is handled for real, so no error status can answer it.
+            self.status = None
+        try:
+            re.compile(self.path_regex)
+        except re.error as exc:
+            raise ValueError(f"http fault path_regex is invalid: {exc}") from exc
 
     def matches(self, method: str, path: str) -> bool:
         if self.count <= 0:
@@ -59,6 +78,10 @@ class EmulatorConfig:
     anthropic_max_requests: int = 100_000
     anthropic_max_bytes: int = 256 * 1024 * 1024
     gemini_max_inline_bytes: int = 20 * 1024 * 1024
+    # The next N result downloads stop after about half of their bytes (connection closed).
+    cut_downloads: int = 0
+    # Result downloads are paced to this rate; None sends as fast as the client reads.
+    download_bytes_per_s: int | None = None
 
     def __post_init__(self) -> None:
         self.http_errors = [
@@ -75,6 +98,10 @@ class EmulatorConfig:
             raise ValueError(f"batch_outcome must be one of {BATCH_OUTCOMES}")
         if self.malformed_lines < 0:
             raise ValueError("malformed_lines must be >= 0")
+        if self.cut_downloads < 0:
+            raise ValueError("cut_downloads must be >= 0")
+        if self.download_bytes_per_s is not None and self.download_bytes_per_s <= 0:
+            raise ValueError("download_bytes_per_s must be > 0 (or null for no limit)")
 
     def merged(self, changes: dict[str, Any]) -> EmulatorConfig:
         """Return a copy with ``changes`` applied; unknown or invalid fields raise ValueError."""

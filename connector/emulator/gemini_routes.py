@@ -349,7 +349,9 @@ class GeminiRoutes:
         record = self._file(request.match_info["id"])
         if record is None:
             return _error(404, "NOT_FOUND", f"File files/{request.match_info['id']} not found.")
-        return await self.emu.stream(request, record.chunks(), record.mime_type)
+        return await self.emu.stream(
+            request, record.chunks(), record.mime_type, result=record.content is None
+        )
 
     def _file(self, file_id: str) -> FileRecord | None:
         record = self.emu.store.files.get(f"files/{file_id}")

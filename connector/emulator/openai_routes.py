@@ -417,7 +417,9 @@ class OpenAIRoutes:
         record = self._file(request.match_info["id"])
         if record is None:
             return _not_found("file", request.match_info["id"])
-        return await self.emu.stream(request, record.chunks(), "application/octet-stream")
+        return await self.emu.stream(
+            request, record.chunks(), "application/octet-stream", result=record.content is None
+        )
 
     def _file(self, file_id: str) -> FileRecord | None:
         record = self.emu.store.files.get(file_id)

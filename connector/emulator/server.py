@@ -13,10 +13,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import synth, webhooks
+from . import synth, transfer, webhooks
 from .anthropic_routes import AnthropicRoutes, processing_status
-from .config import EmulatorConfig
-from .faults import KIND_FOR_STATUS, error_for
+from .config import EmulatorConfig, HttpFault
+from .faults import fault_body
 from .gemini_routes import GeminiRoutes, batch_state, is_gemini
 from .openai_routes import OpenAIRoutes, batch_status
 from .state import BatchRecord, RequestRecord, Store, new_id, progress
@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-STREAM_CHUNK_BYTES = 64 * 1024
 # Large enough for the biggest input any provider accepts (Anthropic: 256 MB per batch).
 MAX_BODY_BYTES = 1024 * 1024 * 1024
 WEBHOOK_POLL_SECONDS = 0.05
@@ -56,6 +55,9 @@ class Emulator:
     Arguments:
         config: Start-up settings; ``reset()`` returns to them.
         clock: Wall clock in seconds, replaceable in tests.
+
+    ``monotonic`` and ``sleep`` time injected delays and paced downloads; tests may replace
+    them to observe the waits without waiting.
     """
 
     def __init__(
@@ -64,6 +66,8 @@ class Emulator:
         self._initial = config or EmulatorConfig()
         self.config = self._initial.merged({})
         self.clock = clock
+        self.monotonic: Callable[[], float] = time.monotonic
+        self.sleep: transfer.Sleep = asyncio.sleep
         self.store = Store()
         self._deliveries: set[asyncio.Task[None]] = set()
         self.app = self._build_app()
@@ -161,23 +165,26 @@ class Emulator:
     def base_url(request: web.Request) -> str:
         return f"{request.scheme}://{request.host}"
 
-    @staticmethod
     async def stream(
-        request: web.Request, chunks: Iterable[bytes], content_type: str
+        self,
+        request: web.Request,
+        chunks: Iterable[bytes],
+        content_type: str,
+        *,
+        result: bool = False,
     ) -> web.StreamResponse:
-        """Send ``chunks`` as they are produced, coalesced into writes of about 64 KiB."""
-        response = web.StreamResponse(headers={"Content-Type": content_type})
-        await response.prepare(request)
-        buffer = bytearray()
-        for chunk in chunks:
-            buffer += chunk
-            if len(buffer) >= STREAM_CHUNK_BYTES:
-                await response.write(bytes(buffer))
-                buffer.clear()
-        if buffer:
-            await response.write(bytes(buffer))
-        await response.write_eof()
-        return response
+        """Send ``chunks`` as they are produced, coalesced into writes of about 64 KiB.
+
+        A ``result`` download is paced by ``download_bytes_per_s`` and is cut short while
+        ``cut_downloads`` lasts.
+        """
+        cfg = self.config
+        cut = result and cfg.cut_downloads > 0
+        if cut:
+            cfg.cut_downloads -= 1
+        rate = cfg.download_bytes_per_s if result else None
+        pacer = transfer.Pacer(rate, self.monotonic, self.sleep)
+        return await transfer.send(request, chunks, content_type, pacer, cut=cut)
 
     # --- app wiring -------------------------------------------------------------------------
 
@@ -202,18 +209,36 @@ class Emulator:
 
     @web.middleware
     async def _http_faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/_emulator/"):
-            for fault in self.config.http_errors:
-                if fault.matches(request.method, request.path):
-                    fault.count -= 1
-                    status, body = error_for(
-                        provider_of(request), KIND_FOR_STATUS[fault.status], fault.status
-                    )
-                    headers = {}
-                    if fault.retry_after is not None:
-                        headers["Retry-After"] = format(fault.retry_after, "g")
-                    return web.json_response(body, status=status, headers=headers)
-        return await handler(request)
+        fault = self._take_fault(request)
+        if fault is None:
+            return await handler(request)
+        if fault.delay_s > 0:
+            if request.content_type != "multipart/form-data":
+                # Read the body first: a client that gives up during the delay must not
+                # stop the request from taking effect, as on a real server.
+                await request.read()
+            await self.sleep(fault.delay_s)
+        if fault.drop_response:
+            response = await handler(request)
+            transfer.close_connection(request)
+            return response
+        if fault.status is None:
+            return await handler(request)
+        headers = {}
+        if fault.retry_after is not None:
+            headers["Retry-After"] = format(fault.retry_after, "g")
+        body = fault_body(provider_of(request), fault.status, request.path)
+        return web.json_response(body, status=fault.status, headers=headers)
+
+    def _take_fault(self, request: web.Request) -> HttpFault | None:
+        """The first configured fault matching ``request``, one use of it spent."""
+        if request.path.startswith("/_emulator/"):
+            return None
+        for fault in self.config.http_errors:
+            if fault.matches(request.method, request.path):
+                fault.count -= 1
+                return fault
+        return None
 
     async def _stats_route(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())

@@ -25,6 +25,22 @@ async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> 
         await asyncio.sleep(0.05)
 
 
+class FakeTime:
+    """A monotonic clock that only moves when someone sleeps on it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
 def openai_lines(
     requests: list[tuple[str, str]],
     model: str = "gpt-4o-mini",

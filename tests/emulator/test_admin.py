@@ -13,8 +13,9 @@ from connector.emulator import Emulator
 
 
 async def test_stats_route_has_the_documented_shape(
-    url: str, anthropic_client: AsyncAnthropic
+    emu: Emulator, url: str, anthropic_client: AsyncAnthropic
 ) -> None:
+    emu.set_faults(processing_seconds=60)  # still in progress when the stats are read
     batch = await anthropic_client.messages.batches.create(
         requests=[
             {
@@ -60,6 +61,20 @@ async def test_faults_route_merges_validates_and_reset_restores(emu: Emulator, u
         assert (await http.get("/_emulator/faults")).json()["error_rate"] == 0.5
         assert (await http.post("/_emulator/reset")).status_code == 200
         assert (await http.get("/_emulator/faults")).json()["error_rate"] == 0.0
+
+
+async def test_faults_route_takes_the_transport_faults(emu: Emulator, url: str) -> None:
+    fault = {"path_regex": "^/v1/batches$", "status": None, "delay_s": 0.5, "drop_response": True}
+    async with httpx.AsyncClient(base_url=url) as http:
+        answer = await http.post(
+            "/_emulator/faults",
+            json={"http_errors": [fault], "cut_downloads": 1, "download_bytes_per_s": 1000},
+        )
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["http_errors"] == [{**fault, "count": 1, "method": None, "retry_after": None}]
+    assert body["cut_downloads"] == 1 and body["download_bytes_per_s"] == 1000
+    assert emu.config.http_errors[0].drop_response
 
 
 async def test_http_fault_applies_only_to_matching_method_and_count(

@@ -115,7 +115,10 @@ async def test_too_large_batch_is_rejected_with_413(
     assert info.value.status_code == 413 and info.value.body["error"]["type"] == "request_too_large"
 
 
-async def test_cancel_yields_canceled_results(anthropic_client: AsyncAnthropic) -> None:
+async def test_cancel_yields_canceled_results(
+    emu: Emulator, anthropic_client: AsyncAnthropic
+) -> None:
+    emu.set_faults(processing_seconds=3)  # the cancel must arrive before the batch ends
     batch = await anthropic_client.messages.batches.create(requests=requests(4))
     canceling = await anthropic_client.messages.batches.cancel(batch.id)
     assert canceling.processing_status == "canceling" and canceling.cancel_initiated_at is not None

@@ -129,7 +129,10 @@ async def test_expired_batch_returns_partial_results(
     assert {line["error"]["code"] for line in errors} == {"batch_expired"}
 
 
-async def test_cancel_moves_through_cancelling_to_cancelled(openai_client: AsyncOpenAI) -> None:
+async def test_cancel_moves_through_cancelling_to_cancelled(
+    emu: Emulator, openai_client: AsyncOpenAI
+) -> None:
+    emu.set_faults(processing_seconds=3)  # the cancel must arrive before the batch ends
     batch = await submit(openai_client, [(f"r{i}", "q") for i in range(4)])
     cancelling = await openai_client.batches.cancel(batch.id)
     assert cancelling.status == "cancelling" and cancelling.cancelling_at is not None
