@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import synth
+from . import synth, validation
 from .faults import ANTHROPIC_ERRORS, anthropic_body, error_for
 from .state import (
     BatchRecord,
@@ -62,7 +62,11 @@ def message(body: dict[str, Any], serialised: str, salt: str = "") -> dict[str, 
 
 
 def validate_requests(requests: Any, max_requests: int) -> str | None:
-    """The reason the create call is rejected (400), or None."""
+    """The reason the create call is rejected (400), or None.
+
+    Only the batch's own shape is checked here; each request's params are validated
+    asynchronously and fail that request alone (see ``rejection``).
+    """
     if not isinstance(requests, list) or not requests:
         return "requests: must contain at least one request"
     if len(requests) > max_requests:
@@ -78,10 +82,26 @@ def validate_requests(requests: Any, max_requests: int) -> str | None:
             return f"requests.{index}.custom_id: Duplicate custom_id '{custom_id}'"
         seen.add(custom_id)
         params = item.get("params")
-        if not isinstance(params, dict) or "model" not in params or "messages" not in params:
-            return f"requests.{index}.params: model and messages are required"
+        if not isinstance(params, dict):
+            return f"requests.{index}.params: Input should be a valid dictionary"
         if params.get("stream"):
             return f"requests.{index}.params.stream: streaming is not supported in batches"
+    return None
+
+
+def rejection(params: dict[str, Any], knows_model: Callable[[str], bool]) -> dict[str, Any] | None:
+    """The error a Messages API call with ``params`` is refused with, or None.
+
+    Missing or mistyped fields are ``invalid_request_error`` (400); an unknown model is
+    ``not_found_error`` (404), the same body inside a batch's results.
+    """
+    problem = validation.anthropic_params_problem(params)
+    if problem is not None:
+        return anthropic_body("invalid_request_error", problem)
+    if not knows_model(params["model"]):
+        return anthropic_body(
+            "not_found_error", validation.anthropic_unknown_model(params["model"])
+        )
     return None
 
 
@@ -125,7 +145,8 @@ def result_lines(batch: BatchRecord, prog: Progress) -> Iterator[str]:
             }
         elif outcome is Result.ERRORED:
             e = ANTHROPIC_ERRORS[request.error or "server_error"]
-            result = {"type": "errored", "error": anthropic_body(e.type, e.message)}
+            error = request.rejection or anthropic_body(e.type, e.message)
+            result = {"type": "errored", "error": error}
         elif outcome is Result.EXPIRED:
             result = {"type": "expired"}
         else:
@@ -178,8 +199,12 @@ class AnthropicRoutes:
         assert isinstance(items, list)
         requests = []
         for item in items:
-            serialised = synth.serialise(item["params"])
-            requests.append(RequestRecord(item["custom_id"], serialised, item["params"]))
+            params = item["params"]
+            record = RequestRecord(item["custom_id"], synth.serialise(params), params)
+            record.rejection = rejection(params, self._knows_model)
+            if record.rejection is not None:
+                record.error = "invalid_request"
+            requests.append(record)
         outcome = cfg.batch_outcome
         if outcome == "failed":
             # A Message Batch never fails as a whole: every request errors instead.
@@ -260,8 +285,12 @@ class AnthropicRoutes:
             body = await request.json()
         except ValueError:
             return _error(400, "invalid_request_error", "Invalid JSON body.")
-        if not isinstance(body, dict) or "model" not in body or "messages" not in body:
-            return _error(400, "invalid_request_error", "model and messages are required")
+        if not isinstance(body, dict):
+            return _error(400, "invalid_request_error", "Input should be a valid dictionary")
+        refused = rejection(body, self._knows_model)
+        if refused is not None:
+            status = 404 if refused["error"]["type"] == "not_found_error" else 400
+            return web.json_response(refused, status=status)
         if body.get("stream"):
             return _error(
                 400, "invalid_request_error", "Streaming is not supported by the emulator."
@@ -276,6 +305,9 @@ class AnthropicRoutes:
     def _batch(self, batch_id: str) -> BatchRecord | None:
         batch = self.emu.store.batches.get(batch_id)
         return batch if batch is not None and batch.provider == "anthropic" else None
+
+    def _knows_model(self, model: str) -> bool:
+        return self.emu.knows_model("anthropic", model)
 
     def _json(self, request: web.Request, batch: BatchRecord) -> dict[str, Any]:
         return batch_object(batch, progress(batch, self.emu.now()), self.emu.base_url(request))

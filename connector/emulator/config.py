@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .validation import DEFAULT_KNOWN_MODELS
+
 ERROR_KINDS = ("rate_limit", "server_error", "overloaded", "invalid_request", "policy")
 BATCH_OUTCOMES = (None, "failed", "expired", "cancelled", "stuck")
 # 404 is a provider-shaped not-found (a transient 404 on retrieve); None means "no error
@@ -82,6 +84,11 @@ class EmulatorConfig:
     cut_downloads: int = 0
     # Result downloads are paced to this rate; None sends as fast as the client reads.
     download_bytes_per_s: int | None = None
+    # Models each provider serves; others are refused as the real API refuses them. A
+    # provider left out serves any model.
+    known_models: dict[str, list[str]] = field(
+        default_factory=lambda: {p: list(models) for p, models in DEFAULT_KNOWN_MODELS.items()}
+    )
 
     def __post_init__(self) -> None:
         self.http_errors = [
@@ -102,6 +109,11 @@ class EmulatorConfig:
             raise ValueError("cut_downloads must be >= 0")
         if self.download_bytes_per_s is not None and self.download_bytes_per_s <= 0:
             raise ValueError("download_bytes_per_s must be > 0 (or null for no limit)")
+        if not isinstance(self.known_models, dict) or not all(
+            isinstance(models, list) and all(isinstance(m, str) for m in models)
+            for models in self.known_models.values()
+        ):
+            raise ValueError("known_models must map a provider to a list of model names")
 
     def merged(self, changes: dict[str, Any]) -> EmulatorConfig:
         """Return a copy with ``changes`` applied; unknown or invalid fields raise ValueError."""
@@ -112,6 +124,7 @@ class EmulatorConfig:
         current = {name: getattr(self, name) for name in known}
         current["http_errors"] = [dataclasses.asdict(f) for f in self.http_errors]
         current["error_kinds"] = list(self.error_kinds)
+        current["known_models"] = {p: list(m) for p, m in self.known_models.items()}
         try:
             return EmulatorConfig(**{**current, **changes})
         except TypeError as exc:

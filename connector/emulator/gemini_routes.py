@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import synth
+from . import synth, validation
 from .anthropic_routes import iso
 from .faults import GEMINI_ERRORS, error_for, gemini_body
 from .state import (
@@ -96,6 +96,11 @@ def request_error(kind: str) -> dict[str, Any]:
     return {"code": e.rpc_code, "message": f"{e.status_name}: {e.message}"}
 
 
+def failed_request(request: RequestRecord) -> dict[str, Any]:
+    """The google.rpc.Status a failed request of a batch ends with."""
+    return request.rejection or request_error(request.error or "server_error")
+
+
 def inline_responses(batch: BatchRecord, prog: Progress) -> list[dict[str, Any]]:
     """One entry per request, in request order (inline requests carry no key)."""
     out = []
@@ -104,7 +109,7 @@ def inline_responses(batch: BatchRecord, prog: Progress) -> list[dict[str, Any]]
         if result_of(request, index, prog) is Result.SUCCEEDED:
             entry["response"] = generate_response(batch.extra["model"], request.serialised)
         else:
-            entry["error"] = request_error(request.error or "server_error")
+            entry["error"] = failed_request(request)
         metadata = request.body.get("metadata") if isinstance(request.body, dict) else None
         if metadata:
             entry["metadata"] = metadata
@@ -119,12 +124,16 @@ def file_result_lines(batch: BatchRecord, prog: Progress) -> Iterator[str]:
         if result_of(request, index, prog) is Result.SUCCEEDED:
             line["response"] = generate_response(batch.extra["model"], request.serialised)
         else:
-            line["error"] = request_error(request.error or "server_error")
+            line["error"] = failed_request(request)
         yield json.dumps(line) + "\n"
 
 
 def parse_file_requests(content: bytes) -> list[RequestRecord]:
-    """Requests from an uploaded ``{"key", "request"}`` JSONL file; bad lines become failures."""
+    """Requests from an uploaded ``{"key", "request"}`` JSONL file.
+
+    A file is validated line by line while the job runs: a line that is not a request, or a
+    request that is not a valid GenerateContentRequest, fails alone with INVALID_ARGUMENT.
+    """
     requests = []
     for number, raw in enumerate(content.splitlines(), start=1):
         if not raw.strip():
@@ -138,8 +147,30 @@ def parse_file_requests(content: bytes) -> list[RequestRecord]:
                 RequestRecord(f"line-{number}", raw.decode(errors="replace"), {}, "invalid_request")
             )
             continue
-        requests.append(RequestRecord(key, synth.serialise(body), item))
+        record = RequestRecord(key, synth.serialise(body), item)
+        problem = validation.gemini_request_problem(body)
+        if problem is not None:
+            record.error = "invalid_request"
+            record.rejection = {
+                "code": GEMINI_ERRORS["invalid_request"].rpc_code,
+                "message": problem,
+            }
+        requests.append(record)
     return requests
+
+
+def inline_problem(items: list[Any]) -> str | None:
+    """Why inline batch requests are refused as a whole (400 INVALID_ARGUMENT), or None."""
+    for index, item in enumerate(items):
+        request = item.get("request") if isinstance(item, dict) else None
+        problem = validation.gemini_request_problem(
+            request,
+            f"batch.input_config.requests.requests[{index}].request.",
+            "BatchGenerateContentRequest",
+        )
+        if problem is not None:
+            return problem
+    return None
 
 
 def file_object(f: FileRecord, base_url: str, version: str) -> dict[str, Any]:
@@ -198,6 +229,9 @@ class GeminiRoutes:
         except (ValueError, KeyError, TypeError):
             return _error(400, "INVALID_ARGUMENT", "batch.inputConfig is required.")
         model = f"models/{request.match_info['model']}"
+        refused = self._unknown_model(request, "batchGenerateContent")
+        if refused is not None:
+            return refused
         if "fileName" in input_config:
             record = self.emu.store.files.get(str(input_config["fileName"]))
             if record is None or record.provider != "gemini" or record.content is None:
@@ -212,6 +246,9 @@ class GeminiRoutes:
                     f"Request payload size exceeds the limit: {cfg.gemini_max_inline_bytes} bytes.",
                 )
             items = (input_config.get("requests") or {}).get("requests") or []
+            problem = inline_problem(items)
+            if problem is not None:
+                return _error(400, "INVALID_ARGUMENT", problem)
             requests = []
             for index, item in enumerate(items):
                 key = str((item.get("metadata") or {}).get("key", index))
@@ -274,12 +311,26 @@ class GeminiRoutes:
             body = await request.json()
         except ValueError:
             return _error(400, "INVALID_ARGUMENT", "Invalid JSON payload.")
+        refused = self._unknown_model(request, "generateContent")
+        if refused is not None:
+            return refused
+        problem = validation.gemini_request_problem(body)
+        if problem is not None:
+            return _error(400, "INVALID_ARGUMENT", problem)
         serialised = synth.serialise(body)
         kind = synth.marker_kind(serialised)
         if kind:
             status, payload = error_for("gemini", kind)
             return web.json_response(payload, status=status)
         return web.json_response(generate_response(request.match_info["model"], serialised))
+
+    def _unknown_model(self, request: web.Request, method: str) -> web.Response | None:
+        """The 404 a call on a model Gemini does not serve gets, or None."""
+        model = request.match_info["model"]
+        if self.emu.knows_model("gemini", model):
+            return None
+        message = validation.gemini_unknown_model(model, request.match_info["ver"], method)
+        return _error(404, "NOT_FOUND", message)
 
     async def upload(self, request: web.Request) -> web.Response:
         store = self.emu.store

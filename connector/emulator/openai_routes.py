@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from . import synth
+from . import synth, validation
 from .faults import OPENAI_ERRORS, error_for, openai_body
 from .state import (
     BatchRecord,
@@ -40,6 +41,12 @@ MAX_REPORTED_ERRORS = 10
 # Request errors the batch runner reports as the endpoint's HTTP answer (4xx: the request
 # itself is wrong); the rest it reports in the line's ``error`` object.
 RESPONSE_ERROR_KINDS = ("invalid_request", "policy")
+URL_MISMATCH = "The URL provided for this request does not prefix-match the batch endpoint."
+DUPLICATE_CUSTOM_ID = (
+    "The custom_id for this request is a duplicate of another request. "
+    "The custom_id parameter must be unique for each request in a batch."
+)
+MISSING_MODEL = openai_body("you must provide a model parameter", "invalid_request_error")
 
 _STATUS = {
     Phase.QUEUED: "validating",
@@ -168,71 +175,108 @@ def _embeddings(body: dict[str, Any], serialised: str, model: str) -> dict[str, 
     }
 
 
+@dataclass
+class ParsedInput:
+    """An input file as the batch validator sees it: any error fails the whole batch."""
+
+    requests: list[RequestRecord]
+    errors: list[dict[str, Any]]
+    model: str | None
+
+
 def parse_input(
-    content: bytes, endpoint: str, max_requests: int
-) -> tuple[list[RequestRecord], list[dict[str, Any]], str | None]:
-    """Validate an input file as the batch validator does.
+    content: bytes, endpoint: str, max_requests: int, knows_model: Callable[[str], bool]
+) -> ParsedInput:
+    """Validate an input file as OpenAI's batch validator does.
 
-    Returns:
-        The requests, the validation errors (any error fails the batch) and the model.
+    Malformed lines, a ``url`` other than the batch's endpoint, duplicate custom_ids and a
+    second model fail the batch (``errors.data``); an unknown model only fails its lines,
+    with the 404 the endpoint would answer (openai/openai-python#3071).
     """
-    requests: list[RequestRecord] = []
-    errors: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    models: set[str] = set()
-
-    def fail(code: str, message: str, line: int | None, param: str | None = None) -> None:
-        if len(errors) < MAX_REPORTED_ERRORS:
-            errors.append({"code": code, "message": message, "line": line, "param": param})
-
+    check = _LineChecker(endpoint, knows_model)
+    requests = []
     for number, raw in enumerate(content.splitlines(), start=1):
-        if not raw.strip():
-            continue
+        record = check.line(number, raw) if raw.strip() else None
+        if record is not None:
+            requests.append(record)
+    if not requests and not check.errors:
+        check.fail("empty_file", "The input file contains no requests.", None)
+    if len(requests) > max_requests:
+        check.fail(
+            "too_many_requests", f"A batch may contain at most {max_requests} requests.", None
+        )
+    return ParsedInput(requests, check.errors, check.model)
+
+
+class _LineChecker:
+    """Checks input lines one by one, collecting errors in ``errors.data`` form."""
+
+    def __init__(self, endpoint: str, knows_model: Callable[[str], bool]) -> None:
+        self.endpoint = endpoint
+        self.knows_model = knows_model
+        self.errors: list[dict[str, Any]] = []
+        self.seen: set[str] = set()
+        self.model: str | None = None
+
+    def fail(self, code: str, message: str, line: int | None, param: str | None = None) -> None:
+        if len(self.errors) < MAX_REPORTED_ERRORS:
+            self.errors.append({"code": code, "message": message, "line": line, "param": param})
+
+    def line(self, number: int, raw: bytes) -> RequestRecord | None:
         try:
             item = json.loads(raw)
         except ValueError:
-            fail("invalid_json_line", "This line is not parseable as valid JSON.", number)
-            continue
+            self.fail("invalid_json_line", "This line is not parseable as valid JSON.", number)
+            return None
         if not isinstance(item, dict) or not isinstance(item.get("custom_id"), str):
-            fail("missing_required_parameter", "Missing custom_id.", number, "custom_id")
-            continue
-        custom_id = item["custom_id"]
+            self.fail("missing_required_parameter", "Missing custom_id.", number, "custom_id")
+            return None
         if item.get("method") != "POST":
-            fail("invalid_request", "The only supported method is POST.", number, "method")
-        if item.get("url") != endpoint:
-            fail(
-                "mismatched_endpoint",
-                f"The url must match the batch endpoint {endpoint}.",
-                number,
-                "url",
-            )
+            self.fail("invalid_request", "The only supported method is POST.", number, "method")
+        if item.get("url") != self.endpoint:
+            # The wording of OpenAI's Batch API FAQ; the code as OpenAI-compatible batch
+            # validators (llama-stack's reference Batches API) report it.
+            self.fail("invalid_url", URL_MISMATCH, number, "url")
         body = item.get("body")
         if not isinstance(body, dict):
-            fail("missing_required_parameter", "Missing body.", number, "body")
-            continue
-        if custom_id in seen:
-            fail(
-                "duplicate_custom_id",
-                f"The custom_id {custom_id} is not unique.",
-                number,
-                "custom_id",
-            )
-        seen.add(custom_id)
-        models.add(str(body.get("model")))
-        if len(models) > 1:
-            fail(
-                "mismatched_model",
-                "All requests in a batch must use the same model.",
-                number,
-                "body.model",
-            )
-            models = {next(iter(models))}
-        requests.append(RequestRecord(custom_id, synth.serialise(body), body))
-    if not requests and not errors:
-        fail("empty_file", "The input file contains no requests.", None)
-    if len(requests) > max_requests:
-        fail("too_many_requests", f"A batch may contain at most {max_requests} requests.", None)
-    return requests, errors, next(iter(models), None)
+            self.fail("missing_required_parameter", "Missing body.", number, "body")
+            return None
+        self._unique(item["custom_id"], number)
+        self._one_model(body, number)
+        return self._record(item["custom_id"], body)
+
+    def _unique(self, custom_id: str, number: int) -> None:
+        if custom_id in self.seen:
+            self.fail("duplicate_custom_id", DUPLICATE_CUSTOM_ID, number, "custom_id")
+        self.seen.add(custom_id)
+
+    def _one_model(self, body: dict[str, Any], number: int) -> None:
+        model = body.get("model")
+        if not isinstance(model, str):
+            return
+        if self.model is None:
+            self.model = model
+        elif model != self.model:
+            message = "All requests in a batch must use the same model."
+            self.fail("mismatched_model", message, number, "body.model")
+
+    def _record(self, custom_id: str, body: dict[str, Any]) -> RequestRecord:
+        record = RequestRecord(custom_id, synth.serialise(body), body)
+        model = body.get("model")
+        if not isinstance(model, str):
+            record.rejection = {"status_code": 400, "body": MISSING_MODEL}
+        elif not self.knows_model(model):
+            record.rejection = {"status_code": 404, "body": model_not_found(model)}
+        if record.rejection is not None:
+            record.error = "invalid_request"
+        return record
+
+
+def model_not_found(model: str) -> dict[str, Any]:
+    """The 404 body of an endpoint asked for a model it does not serve."""
+    return openai_body(
+        validation.openai_unknown_model(model), "invalid_request_error", "model_not_found"
+    )
 
 
 def token_limit_error(model: str | None) -> dict[str, Any]:
@@ -323,6 +367,9 @@ def result_lines(batch: BatchRecord, prog: Progress, *, errors: bool) -> Iterato
                 batch.extra["endpoint"], request.body, request.serialised, created
             )
             response = {"status_code": 200, "request_id": request_id, "body": body}
+            line = {"id": line_id, "custom_id": request.key, "response": response, "error": None}
+        elif result is Result.ERRORED and request.rejection is not None:
+            response = {"request_id": request_id, **request.rejection}
             line = {"id": line_id, "custom_id": request.key, "response": response, "error": None}
         elif result is Result.ERRORED and request.error in RESPONSE_ERROR_KINDS:
             e = OPENAI_ERRORS[request.error]
@@ -450,7 +497,13 @@ class OpenAIRoutes:
             return _error(400, "The input file must have purpose 'batch'.", param="input_file_id")
 
         cfg = self.emu.config
-        requests, errors, model = parse_input(input_file.content, endpoint, cfg.openai_max_requests)
+        parsed = parse_input(
+            input_file.content,
+            endpoint,
+            cfg.openai_max_requests,
+            lambda model: self.emu.knows_model("openai", model),
+        )
+        requests, errors, model = parsed.requests, parsed.errors, parsed.model
         if not errors and cfg.openai_token_limit:
             errors = [token_limit_error(model)]
         if not errors and cfg.batch_outcome == "failed":
@@ -559,6 +612,8 @@ class OpenAIRoutes:
             return _error(400, "Invalid JSON body.")
         if not isinstance(body, dict) or "model" not in body:
             return _error(400, "you must provide a model parameter", param="model")
+        if not self.emu.knows_model("openai", str(body["model"])):
+            return web.json_response(model_not_found(str(body["model"])), status=404)
         if body.get("stream"):
             return _error(400, "Streaming is not supported by the emulator.", param="stream")
         serialised = synth.serialise(body)

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from . import synth, transfer, webhooks
+from . import synth, transfer, validation, webhooks
 from .anthropic_routes import AnthropicRoutes, processing_status
 from .config import EmulatorConfig, HttpFault
 from .faults import fault_body
@@ -76,6 +76,10 @@ class Emulator:
 
     def now(self) -> float:
         return self.clock()
+
+    def knows_model(self, provider: str, model: str) -> bool:
+        """Whether ``provider`` serves ``model`` under the current ``known_models``."""
+        return validation.is_known(self.config.known_models, provider, model)
 
     def set_faults(self, **fields: Any) -> EmulatorConfig:
         """Merge ``fields`` into the running config (ValueError on unknown or bad values)."""

@@ -56,10 +56,18 @@ def new_id(
 
 @dataclass(slots=True)
 class RequestRecord:
+    """One request of a batch: its key (custom_id), body, and the error it is made to end with.
+
+    ``error`` is an error kind (see ``config.ERROR_KINDS``); ``rejection``, when set, is the
+    provider's own error object for a request the real API refuses (unknown model, invalid
+    params), rendered in its result instead of the kind's generic error.
+    """
+
     key: str
     serialised: str
     body: Any
     error: str | None = None
+    rejection: dict[str, Any] | None = None
 
 
 @dataclass

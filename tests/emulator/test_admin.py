@@ -21,7 +21,7 @@ async def test_stats_route_has_the_documented_shape(
             {
                 "custom_id": "a",
                 "params": {
-                    "model": "m",
+                    "model": "claude-haiku-4-5",
                     "max_tokens": 5,
                     "messages": [{"role": "user", "content": "x"}],
                 },

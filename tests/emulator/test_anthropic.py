@@ -216,19 +216,19 @@ async def test_injected_overload_has_anthropic_error_body(
     emu.set_faults(http_errors=[{"path_regex": "^/v1/messages$", "status": 503, "count": 1}])
     with pytest.raises(anthropic.APIStatusError) as info:
         await anthropic_client.messages.create(
-            model="claude", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+            model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
         )
     assert info.value.status_code == 503 and info.value.body["error"]["type"] == "overloaded_error"
 
 
 async def test_sync_messages(emu: Emulator, anthropic_client: AsyncAnthropic) -> None:
     msg = await anthropic_client.messages.create(
-        model="claude", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
     )
     assert msg.content[0].text.startswith("Emulated answer") and msg.stop_reason == "end_turn"
     with pytest.raises(anthropic.RateLimitError) as info:
         await anthropic_client.messages.create(
-            model="claude",
+            model="claude-haiku-4-5",
             max_tokens=10,
             messages=[{"role": "user", "content": "EMULATOR_FAIL:rate_limit"}],
         )

@@ -165,7 +165,7 @@ async def test_token_limit_fails_the_batch(emu: Emulator, openai_client: AsyncOp
 
 
 async def test_more_than_one_model_fails_validation(openai_client: AsyncOpenAI) -> None:
-    content = openai_lines([("a", "x")], model="gpt-a") + openai_lines([("b", "y")], model="gpt-b")
+    content = openai_lines([("a", "x")], model="gpt-4o-mini") + openai_lines([("b", "y")], model="gpt-4o")
     uploaded = await openai_client.files.create(file=("input.jsonl", content), purpose="batch")
     batch = await openai_client.batches.create(
         input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
@@ -252,7 +252,7 @@ async def test_sync_endpoints(emu: Emulator, openai_client: AsyncOpenAI) -> None
     assert isinstance(as_b64.data[0].embedding, str)
     with pytest.raises(openai.RateLimitError):
         await openai_client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "EMULATOR_FAIL:rate_limit"}]
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "EMULATOR_FAIL:rate_limit"}]
         )
     assert emu.stats()["sync_calls"]["openai"] == 6
 
