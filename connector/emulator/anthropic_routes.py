@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from . import synth, validation
 from .faults import ANTHROPIC_ERRORS, anthropic_body, error_for
+from .services import Services
 from .state import (
     BatchRecord,
     Phase,
@@ -23,9 +23,7 @@ from .state import (
     progress,
     result_of,
 )
-
-if TYPE_CHECKING:
-    from .server import Emulator
+from .wire import base_url, iso
 
 CUSTOM_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 EXPIRY_SECONDS = 24 * 3600
@@ -33,12 +31,6 @@ RETENTION_SECONDS = 29 * 24 * 3600
 
 
 # --- pure wire shapes ---------------------------------------------------------------------
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
 def message(body: dict[str, Any], serialised: str, salt: str = "") -> dict[str, Any]:
@@ -162,8 +154,18 @@ def _error(status: int, type_: str, message_: str) -> web.Response:
 
 
 class AnthropicRoutes:
-    def __init__(self, emu: Emulator) -> None:
+    """Anthropic's Message Batches and Messages."""
+
+    provider = "anthropic"
+
+    def __init__(self, emu: Services) -> None:
         self.emu = emu
+
+    def state_name(self, prog: Progress) -> str:
+        return processing_status(prog)
+
+    def batch_name(self, batch: BatchRecord) -> str:
+        return batch.id
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/messages/batches", self.create_batch)
@@ -280,7 +282,7 @@ class AnthropicRoutes:
         )
 
     async def create_message(self, request: web.Request) -> web.Response:
-        self.emu.store.sync_calls["anthropic"] += 1
+        self.emu.store.count_sync_call("anthropic")
         try:
             body = await request.json()
         except ValueError:
@@ -310,7 +312,7 @@ class AnthropicRoutes:
         return self.emu.knows_model("anthropic", model)
 
     def _json(self, request: web.Request, batch: BatchRecord) -> dict[str, Any]:
-        return batch_object(batch, progress(batch, self.emu.now()), self.emu.base_url(request))
+        return batch_object(batch, progress(batch, self.emu.now()), base_url(request))
 
     @staticmethod
     def _not_found(request: web.Request) -> web.Response:

@@ -1,29 +1,26 @@
-"""The emulator server: route table, admin routes, HTTP fault injection, webhooks, runners."""
+"""The emulator server: its state, admin routes, HTTP fault injection and webhooks."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
 from . import synth, transfer, validation, webhooks
-from .anthropic_routes import AnthropicRoutes, processing_status
 from .config import EmulatorConfig, HttpFault
 from .faults import fault_body
-from .gemini_routes import GeminiRoutes, batch_state, is_gemini
-from .openai_routes import OpenAIRoutes, batch_status
+from .gemini_routes import is_gemini
+from .routes import Handler, route_modules
+from .services import ProviderRoutes
 from .state import BatchRecord, RequestRecord, Store, new_id, progress
 
 log = logging.getLogger(__name__)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Large enough for the biggest input any provider accepts (Anthropic: 256 MB per batch).
 MAX_BODY_BYTES = 1024 * 1024 * 1024
@@ -32,21 +29,13 @@ WEBHOOK_ATTEMPTS = 3
 
 
 def provider_of(request: web.Request) -> str:
+    """Whose error shapes an injected fault on ``request`` takes."""
     path = request.path
     if path.startswith("/v1/messages"):
         return "anthropic"
     if path.startswith(("/v1beta/", "/upload/")) or is_gemini(request):
         return "gemini"
     return "openai"
-
-
-def _either(openai_handler: Handler, gemini_handler: Handler) -> Handler:
-    """One handler for a path both OpenAI and Gemini (``api_version="v1"``) use."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return await (gemini_handler if is_gemini(request) else openai_handler)(request)
-
-    return handler
 
 
 class Emulator:
@@ -70,6 +59,7 @@ class Emulator:
         self.sleep: transfer.Sleep = asyncio.sleep
         self.store = Store()
         self._deliveries: set[asyncio.Task[None]] = set()
+        self._providers: dict[str, ProviderRoutes] = {}
         self.app = self._build_app()
 
     # --- public API -------------------------------------------------------------------------
@@ -92,23 +82,24 @@ class Emulator:
         self.config = self._initial.merged({})
 
     def stats(self) -> dict[str, Any]:
+        """What ``GET /_emulator/stats`` answers: counters and every batch received."""
         store = self.store
-        now = self.now()
         return {
             "batches_created": dict(store.batches_created),
             "requests_submitted": dict(store.requests_submitted),
             "sync_calls": dict(store.sync_calls),
             "files_uploaded": store.files_uploaded,
-            "batches": [
-                {
-                    "provider": b.provider,
-                    "id": b.id if b.provider != "gemini" else f"batches/{b.id}",
-                    "tag": b.tag,
-                    "state": _state_name(b, now),
-                    "total": b.total,
-                }
-                for b in store.batches.values()
-            ],
+            "batches": [self._batch_stats(b) for b in store.batches.values()],
+        }
+
+    def _batch_stats(self, batch: BatchRecord) -> dict[str, Any]:
+        routes = self._providers[batch.provider]
+        return {
+            "provider": batch.provider,
+            "id": routes.batch_name(batch),
+            "tag": batch.tag,
+            "state": routes.state_name(progress(batch, self.now())),
+            "total": batch.total,
         }
 
     @contextlib.asynccontextmanager
@@ -165,10 +156,6 @@ class Emulator:
         self.store.add_batch(batch)
         return batch
 
-    @staticmethod
-    def base_url(request: web.Request) -> str:
-        return f"{request.scheme}://{request.host}"
-
     async def stream(
         self,
         request: web.Request,
@@ -200,14 +187,10 @@ class Emulator:
         router.add_post("/_emulator/faults", self._set_faults_route)
         router.add_post("/_emulator/reset", self._reset_route)
 
-        openai = OpenAIRoutes(self)
-        gemini = GeminiRoutes(self)
-        openai.add_to(router)
-        AnthropicRoutes(self).add_to(router)
-        gemini.add_to(router)
-        router.add_get("/v1/batches", _either(openai.list_batches, gemini.list_batches))
-        router.add_get("/v1/batches/{id:[^/:]+}", _either(openai.get_batch, gemini.get_batch))
-        router.add_get("/v1/files/{id:[^/:]+}", _either(openai.get_file, gemini.get_file))
+        for module in route_modules(self):
+            module.add_to(router)
+            if isinstance(module, ProviderRoutes):
+                self._providers[module.provider] = module
         app.cleanup_ctx.append(self._webhook_ctx)
         return app
 
@@ -316,89 +299,3 @@ class Emulator:
             except aiohttp.ClientError as exc:
                 log.warning("webhook to %s failed: %s", url, exc)
             await asyncio.sleep(0.1 * 2**attempt)
-
-
-def _state_name(batch: BatchRecord, now: float) -> str:
-    prog = progress(batch, now)
-    if batch.provider == "openai":
-        return batch_status(prog)
-    if batch.provider == "anthropic":
-        return processing_status(prog)
-    return batch_state(prog).replace("BATCH_STATE_", "JOB_STATE_")
-
-
-class EmulatorThread:
-    """The emulator on its own thread and event loop, for synchronous callers.
-
-    ``start()`` returns the base URL once the server listens; ``stop()`` shuts it down.
-    """
-
-    def __init__(
-        self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
-    ) -> None:
-        self.emulator = Emulator(config)
-        self.host = host
-        self.port = port
-        self.url: str | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    def start(self) -> str:
-        self._thread = threading.Thread(target=self._run, name="provider-emulator", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
-        assert self.url is not None
-        return self.url
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join()
-
-    def __enter__(self) -> str:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        try:
-            self._loop.run_until_complete(self._main())
-        except BaseException as exc:  # reported to the thread that called start()
-            self._error = exc
-        finally:
-            self._ready.set()
-            self._loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        async with self.emulator.serve(self.host, self.port) as url:
-            self.url = url
-            self._ready.set()
-            await self._stop.wait()
-
-
-def run_emulator(
-    config: EmulatorConfig | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8765,
-    on_ready: Callable[[str], None] | None = None,
-) -> None:
-    """Serve until interrupted (Ctrl-C); ``on_ready`` gets the base URL once listening."""
-
-    async def main() -> None:
-        async with Emulator(config).serve(host, port) as url:
-            log.info("provider emulator listening on %s", url)
-            if on_ready is not None:
-                on_ready(url)
-            await asyncio.Event().wait()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())

@@ -239,8 +239,12 @@ class Store:
 
     def add_batch(self, batch: BatchRecord) -> None:
         self.batches[batch.id] = batch
-        self.batches_created[batch.provider] += 1
-        self.requests_submitted[batch.provider] += batch.total
+        provider = batch.provider
+        self.batches_created[provider] = self.batches_created.get(provider, 0) + 1
+        self.requests_submitted[provider] = self.requests_submitted.get(provider, 0) + batch.total
+
+    def count_sync_call(self, provider: str) -> None:
+        self.sync_calls[provider] = self.sync_calls.get(provider, 0) + 1
 
     def batches_of(self, provider: str) -> list[BatchRecord]:
         """Newest first, as every provider lists them."""
