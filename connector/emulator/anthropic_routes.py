@@ -13,7 +13,9 @@ from . import synth, validation
 from .faults import ANTHROPIC_ERRORS, anthropic_body, error_for
 from .services import Services
 from .state import (
+    NO_CACHE,
     BatchRecord,
+    CacheUse,
     Phase,
     Progress,
     RequestRecord,
@@ -33,8 +35,14 @@ RETENTION_SECONDS = 29 * 24 * 3600
 # --- pure wire shapes ---------------------------------------------------------------------
 
 
-def message(body: dict[str, Any], serialised: str, salt: str = "") -> dict[str, Any]:
+def message(
+    body: dict[str, Any], serialised: str, salt: str = "", cache: CacheUse = NO_CACHE
+) -> dict[str, Any]:
+    """A Messages API answer; ``cache`` is how the request used the prompt cache."""
     c = synth.complete(serialised)
+    read = min(cache.read, c.input_tokens)
+    written = min(cache.written, c.input_tokens - read)
+    written_1h = min(cache.written_1h, written)
     return {
         "id": f"msg_{synth.digest('msg', salt, serialised):016x}",
         "type": "message",
@@ -44,10 +52,15 @@ def message(body: dict[str, Any], serialised: str, salt: str = "") -> dict[str, 
         "stop_reason": "end_turn",
         "stop_sequence": None,
         "usage": {
-            # Anthropic counts cache reads apart from the uncached input.
-            "input_tokens": c.input_tokens - c.cached_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": c.cached_tokens,
+            # input_tokens is only what follows the last breakpoint: the whole input is
+            # cache_read_input_tokens + cache_creation_input_tokens + input_tokens.
+            "input_tokens": c.input_tokens - read - written,
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": written - written_1h,
+                "ephemeral_1h_input_tokens": written_1h,
+            },
             "output_tokens": c.output_tokens,
         },
     }
@@ -131,10 +144,10 @@ def result_lines(batch: BatchRecord, prog: Progress) -> Iterator[str]:
         request = batch.requests[index]
         outcome = result_of(request, index, prog)
         if outcome is Result.SUCCEEDED:
-            result: dict[str, Any] = {
-                "type": "succeeded",
-                "message": message(request.body, request.serialised, batch.id + request.key),
-            }
+            answer = message(
+                request.body, request.serialised, batch.id + request.key, request.cache
+            )
+            result: dict[str, Any] = {"type": "succeeded", "message": answer}
         elif outcome is Result.ERRORED:
             e = ANTHROPIC_ERRORS[request.error or "server_error"]
             error = request.rejection or anthropic_body(e.type, e.message)
@@ -213,8 +226,14 @@ class AnthropicRoutes:
             for r in requests:
                 r.error = r.error or "server_error"
             outcome = None
+        caching = self.emu.caching()
         batch = self.emu.new_batch(
-            "anthropic", new_id("msgbatch_"), requests, tag=None, outcome=outcome
+            "anthropic",
+            new_id("msgbatch_"),
+            requests,
+            tag=None,
+            outcome=outcome,
+            cache=lambda request, at: caching.anthropic(request.body, at, batch=True),
         )
         return web.json_response(self._json(request, batch))
 
@@ -302,7 +321,8 @@ class AnthropicRoutes:
         if kind:
             status, payload = error_for("anthropic", kind)
             return web.json_response(payload, status=status)
-        return web.json_response(message(body, serialised))
+        cache = self.emu.caching().anthropic(body, self.emu.now(), batch=False)
+        return web.json_response(message(body, serialised, cache=cache))
 
     def _batch(self, batch_id: str) -> BatchRecord | None:
         batch = self.emu.store.batches.get(batch_id)

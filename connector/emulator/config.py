@@ -14,6 +14,14 @@ BATCH_OUTCOMES = (None, "failed", "expired", "cancelled", "stuck")
 # 404 is a provider-shaped not-found (a transient 404 on retrieve); None means "no error
 # answer": only the delay or the dropped response applies.
 HTTP_FAULT_STATUSES = (404, 429, 500, 503, None)
+# Prompt-cache lifetimes in seconds, as the providers document them (see caching.py).
+DEFAULT_CACHE_TTL_S = {
+    "openai": 300.0,
+    "openai_24h": 24 * 3600.0,
+    "anthropic_5m": 300.0,
+    "anthropic_1h": 3600.0,
+    "gemini": 300.0,
+}
 
 
 @dataclass
@@ -89,6 +97,11 @@ class EmulatorConfig:
     known_models: dict[str, list[str]] = field(
         default_factory=lambda: {p: list(models) for p, models in DEFAULT_KNOWN_MODELS.items()}
     )
+    # Prompt caching: usage reports cached prefixes the way each provider does.
+    prompt_caching: bool = True
+    cache_ttl_s: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CACHE_TTL_S))
+    # The smallest cacheable prompt per model name, over the providers' documented minimums.
+    cache_min_tokens: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.http_errors = [
@@ -114,6 +127,15 @@ class EmulatorConfig:
             for models in self.known_models.values()
         ):
             raise ValueError("known_models must map a provider to a list of model names")
+        unknown = set(self.cache_ttl_s) - set(DEFAULT_CACHE_TTL_S)
+        if unknown:
+            raise ValueError(f"cache_ttl_s knows only {sorted(DEFAULT_CACHE_TTL_S)}")
+        # A partial mapping changes only the lifetimes it names.
+        self.cache_ttl_s = {**DEFAULT_CACHE_TTL_S, **self.cache_ttl_s}
+        if any(ttl <= 0 for ttl in self.cache_ttl_s.values()):
+            raise ValueError("cache_ttl_s must be positive seconds")
+        if any(minimum < 0 for minimum in self.cache_min_tokens.values()):
+            raise ValueError("cache_min_tokens must be >= 0")
 
     def merged(self, changes: dict[str, Any]) -> EmulatorConfig:
         """Return a copy with ``changes`` applied; unknown or invalid fields raise ValueError."""
@@ -125,6 +147,8 @@ class EmulatorConfig:
         current["http_errors"] = [dataclasses.asdict(f) for f in self.http_errors]
         current["error_kinds"] = list(self.error_kinds)
         current["known_models"] = {p: list(m) for p, m in self.known_models.items()}
+        current["cache_ttl_s"] = dict(self.cache_ttl_s)
+        current["cache_min_tokens"] = dict(self.cache_min_tokens)
         try:
             return EmulatorConfig(**{**current, **changes})
         except TypeError as exc:

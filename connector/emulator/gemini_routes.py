@@ -20,7 +20,9 @@ from . import synth, validation
 from .faults import GEMINI_ERRORS, error_for, gemini_body
 from .services import Services
 from .state import (
+    NO_CACHE,
     BatchRecord,
+    CacheUse,
     FileRecord,
     Final,
     Phase,
@@ -65,15 +67,17 @@ def batch_state(prog: Progress) -> str:
     return _FINAL_STATE[prog.final] if prog.final else _STATE[prog.phase]
 
 
-def generate_response(model: str, serialised: str) -> dict[str, Any]:
+def generate_response(model: str, serialised: str, cache: CacheUse = NO_CACHE) -> dict[str, Any]:
+    """A GenerateContentResponse; ``cache`` is how the request used the implicit cache."""
     c = synth.complete(serialised)
     usage: dict[str, Any] = {
+        # promptTokenCount includes the cached part, which cachedContentTokenCount names.
         "promptTokenCount": c.input_tokens,
         "candidatesTokenCount": c.output_tokens,
         "totalTokenCount": c.total_tokens,
     }
-    if c.cached_tokens:
-        usage["cachedContentTokenCount"] = c.cached_tokens
+    if cache.read:
+        usage["cachedContentTokenCount"] = min(cache.read, c.input_tokens)
     return {
         "candidates": [
             {
@@ -105,7 +109,9 @@ def inline_responses(batch: BatchRecord, prog: Progress) -> list[dict[str, Any]]
     for index, request in enumerate(batch.requests):
         entry: dict[str, Any] = {}
         if result_of(request, index, prog) is Result.SUCCEEDED:
-            entry["response"] = generate_response(batch.extra["model"], request.serialised)
+            entry["response"] = generate_response(
+                batch.extra["model"], request.serialised, request.cache
+            )
         else:
             entry["error"] = failed_request(request)
         metadata = request.body.get("metadata") if isinstance(request.body, dict) else None
@@ -120,7 +126,9 @@ def file_result_lines(batch: BatchRecord, prog: Progress) -> Iterator[str]:
         request = batch.requests[index]
         line: dict[str, Any] = {"key": request.key}
         if result_of(request, index, prog) is Result.SUCCEEDED:
-            line["response"] = generate_response(batch.extra["model"], request.serialised)
+            line["response"] = generate_response(
+                batch.extra["model"], request.serialised, request.cache
+            )
         else:
             line["error"] = failed_request(request)
         yield json.dumps(line) + "\n"
@@ -250,6 +258,8 @@ class GeminiRoutes:
         if not requests:
             return _error(400, "INVALID_ARGUMENT", "The batch contains no requests.")
         display_name = batch_spec.get("displayName")
+        model = request.match_info["model"]
+        caching = self.emu.caching()
         batch = self.emu.new_batch(
             "gemini",
             new_id("", 20, LOWER_ALNUM),
@@ -257,11 +267,12 @@ class GeminiRoutes:
             tag=display_name,
             outcome=self.emu.config.batch_outcome,
             extra={
-                "model": f"models/{request.match_info['model']}",
+                "model": f"models/{model}",
                 "display_name": display_name,
                 "source": source,
                 "file_name": input_config.get("fileName"),
             },
+            cache=lambda r, at: caching.gemini(model, r.body.get("request") or {}, at),
         )
         return web.json_response(self._json(batch))
 
@@ -342,7 +353,9 @@ class GeminiRoutes:
         if kind:
             status, payload = error_for("gemini", kind)
             return web.json_response(payload, status=status)
-        return web.json_response(generate_response(request.match_info["model"], serialised))
+        model = request.match_info["model"]
+        cache = self.emu.caching().gemini(model, body, self.emu.now())
+        return web.json_response(generate_response(model, serialised, cache))
 
     def _unknown_model(self, request: web.Request, method: str) -> web.Response | None:
         """The 404 a call on a model Gemini does not serve gets, or None."""

@@ -158,6 +158,7 @@ class OpenAIRoutes:
         if not errors and cfg.batch_outcome == "failed":
             errors = [BATCH_FAILED]
         metadata = params.get("metadata")
+        caching = self.emu.caching()
         return self.emu.new_batch(
             "openai",
             new_id("batch_", 32, "0123456789abcdef"),
@@ -171,6 +172,7 @@ class OpenAIRoutes:
                 "metadata": metadata,
                 "model": parsed.model,
             },
+            cache=lambda request, at: caching.openai(endpoint, request.body, at),
         )
 
     async def get_batch(self, request: web.Request) -> web.Response:
@@ -264,7 +266,9 @@ class OpenAIRoutes:
             status, payload = error_for("openai", kind)
             return web.json_response(payload, status=status)
         endpoint = request.path
-        return web.json_response(endpoint_response(endpoint, body, serialised, int(self.emu.now())))
+        now = self.emu.now()
+        cache = self.emu.caching().openai(endpoint, body, now)
+        return web.json_response(endpoint_response(endpoint, body, serialised, int(now), cache))
 
 
 def _producer(

@@ -10,7 +10,9 @@ from typing import Any
 from . import synth, validation
 from .faults import OPENAI_ERRORS, openai_body
 from .state import (
+    NO_CACHE,
     BatchRecord,
+    CacheUse,
     FileRecord,
     Final,
     Phase,
@@ -64,32 +66,46 @@ class Answer:
     completion: synth.Completion
     model: str
     ident: str  # hex, stable for the request text
+    cache: CacheUse
 
     @classmethod
-    def of(cls, body: dict[str, Any], serialised: str) -> Answer:
+    def of(cls, body: dict[str, Any], serialised: str, cache: CacheUse) -> Answer:
+        completion = synth.complete(serialised)
+        read = min(cache.read, completion.input_tokens)
+        written = min(cache.written, completion.input_tokens - read)
         return cls(
             body,
             serialised,
-            synth.complete(serialised),
+            completion,
             str(body.get("model", "unknown-model")),
             f"{synth.digest('id', serialised):016x}",
+            CacheUse(read, written),
         )
 
 
 def endpoint_response(
-    endpoint: str, body: dict[str, Any], serialised: str, created: int
+    endpoint: str,
+    body: dict[str, Any],
+    serialised: str,
+    created: int,
+    cache: CacheUse = NO_CACHE,
 ) -> dict[str, Any]:
     """The body the synchronous ``endpoint`` would have answered ``body`` with."""
     build = _BUILDERS.get(endpoint, _chat_completion)
-    return build(Answer.of(body, serialised), created)
+    return build(Answer.of(body, serialised, cache), created)
 
 
-def _chat_usage(c: synth.Completion) -> dict[str, Any]:
+def _chat_usage(a: Answer) -> dict[str, Any]:
+    c = a.completion
     return {
         "prompt_tokens": c.input_tokens,
         "completion_tokens": c.output_tokens,
         "total_tokens": c.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": c.cached_tokens},
+        # prompt_tokens counts the cached ones too; cached_tokens is that part.
+        "prompt_tokens_details": {
+            "cached_tokens": a.cache.read,
+            "cache_write_tokens": a.cache.written,
+        },
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
 
@@ -108,7 +124,7 @@ def _chat_completion(a: Answer, created: int) -> dict[str, Any]:
                 "logprobs": None,
             }
         ],
-        "usage": _chat_usage(a.completion),
+        "usage": _chat_usage(a),
         "system_fingerprint": "fp_emulator",
     }
 
@@ -121,7 +137,7 @@ def _completion(a: Answer, created: int) -> dict[str, Any]:
         "created": created,
         "model": a.model,
         "choices": [choice],
-        "usage": _chat_usage(a.completion),
+        "usage": _chat_usage(a),
     }
 
 
@@ -147,7 +163,10 @@ def _response(a: Answer, created: int) -> dict[str, Any]:
         "tools": [],
         "usage": {
             "input_tokens": c.input_tokens,
-            "input_tokens_details": {"cached_tokens": c.cached_tokens, "cache_write_tokens": 0},
+            "input_tokens_details": {
+                "cached_tokens": a.cache.read,
+                "cache_write_tokens": a.cache.written,
+            },
             "output_tokens": c.output_tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": c.total_tokens,
@@ -268,7 +287,7 @@ def batch_usage(batch: BatchRecord, prog: Progress) -> dict[str, Any]:
             c = synth.complete(request.serialised)
             input_tokens += c.input_tokens
             output_tokens += c.output_tokens
-            cached += c.cached_tokens
+            cached += min(request.cache.read, c.input_tokens)
     return {
         "input_tokens": input_tokens,
         "input_tokens_details": {"cached_tokens": cached},
@@ -300,7 +319,9 @@ def _result_line(
     }
     request_id = f"req_{synth.digest('request', batch.id, request.key):016x}"
     if result is Result.SUCCEEDED:
-        body = endpoint_response(batch.extra["endpoint"], request.body, request.serialised, created)
+        body = endpoint_response(
+            batch.extra["endpoint"], request.body, request.serialised, created, request.cache
+        )
         line["response"] = {"status_code": 200, "request_id": request_id, "body": body}
     elif result is Result.ERRORED and request.rejection is not None:
         line["response"] = {"request_id": request_id, **request.rejection}

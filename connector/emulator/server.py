@@ -13,12 +13,22 @@ import aiohttp
 from aiohttp import web
 
 from . import synth, transfer, validation, webhooks
+from .caching import PromptCaching
 from .config import EmulatorConfig, HttpFault
 from .faults import fault_body
 from .gemini_routes import is_gemini
 from .routes import Handler, route_modules
 from .services import ProviderRoutes
-from .state import BatchRecord, RequestRecord, Store, new_id, progress
+from .state import (
+    BatchRecord,
+    CacheUse,
+    RequestRecord,
+    Store,
+    new_id,
+    processed_at,
+    processed_count,
+    progress,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +80,10 @@ class Emulator:
     def knows_model(self, provider: str, model: str) -> bool:
         """Whether ``provider`` serves ``model`` under the current ``known_models``."""
         return validation.is_known(self.config.known_models, provider, model)
+
+    def caching(self) -> PromptCaching:
+        """The prompt-cache decisions under the current settings."""
+        return PromptCaching(self.store.prompt_cache, self.config)
 
     def set_faults(self, **fields: Any) -> EmulatorConfig:
         """Merge ``fields`` into the running config (ValueError on unknown or bad values)."""
@@ -128,8 +142,13 @@ class Emulator:
         outcome: str | None,
         validation_errors: list[dict[str, Any]] | None = None,
         extra: dict[str, Any] | None = None,
+        cache: Callable[[RequestRecord, float], CacheUse] | None = None,
     ) -> BatchRecord:
-        """Record a batch, fixing now which requests fail, from the config at submission."""
+        """Record a batch, fixing now which requests fail, from the config at submission.
+
+        ``cache`` settles each request's prompt-cache use now, in processing order, at the
+        time the request will run: later requests read what earlier ones wrote.
+        """
         cfg = self.config
         for request in requests:
             if request.error is None:
@@ -153,6 +172,11 @@ class Emulator:
             validation_errors=validation_errors or [],
             extra=extra or {},
         )
+        if cache is not None:
+            for index in range(processed_count(batch)):
+                request = batch.requests[index]
+                if request.error is None:
+                    request.cache = cache(request, processed_at(batch, index))
         self.store.add_batch(batch)
         return batch
 

@@ -6,13 +6,14 @@ imports run one way: server → routes → provider route modules → these prot
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
+from .caching import PromptCaching
 from .config import EmulatorConfig
-from .state import BatchRecord, Progress, RequestRecord, Store
+from .state import BatchRecord, CacheUse, Progress, RequestRecord, Store
 
 
 class Services(Protocol):
@@ -29,6 +30,10 @@ class Services(Protocol):
         """Whether ``provider`` serves ``model`` under the current ``known_models``."""
         ...
 
+    def caching(self) -> PromptCaching:
+        """The prompt-cache decisions under the current settings."""
+        ...
+
     def new_batch(
         self,
         provider: str,
@@ -39,8 +44,12 @@ class Services(Protocol):
         outcome: str | None,
         validation_errors: list[dict[str, Any]] | None = None,
         extra: dict[str, Any] | None = None,
+        cache: Callable[[RequestRecord, float], CacheUse] | None = None,
     ) -> BatchRecord:
-        """Record a batch, fixing now which requests fail."""
+        """Record a batch, fixing now which requests fail and how each uses the prompt cache.
+
+        ``cache`` decides a request's cache use at the time it will run.
+        """
         ...
 
     async def stream(

@@ -21,6 +21,8 @@ PROVIDERS = ("openai", "anthropic", "gemini")
 QUEUED_FRACTION = 0.2
 FINALIZING_FRACTION = 0.8
 CANCELLING_FRACTION = 0.2
+# A batch whose injected outcome is "cancelled" is cancelled half way through.
+CANCELLED_OUTCOME_AT = 0.5
 
 
 class Phase(StrEnum):
@@ -54,13 +56,30 @@ def new_id(
     return prefix + "".join(secrets.choice(alphabet) for _ in range(length))
 
 
+@dataclass(frozen=True, slots=True)
+class CacheUse:
+    """How one request used the provider's prompt cache (tokens).
+
+    ``read`` came from the cache; ``written`` was stored in it by this request, of which
+    ``written_1h`` with Anthropic's one-hour lifetime.
+    """
+
+    read: int = 0
+    written: int = 0
+    written_1h: int = 0
+
+
+NO_CACHE = CacheUse()
+
+
 @dataclass(slots=True)
 class RequestRecord:
     """One request of a batch: its key (custom_id), body, and the error it is made to end with.
 
     ``error`` is an error kind (see ``config.ERROR_KINDS``); ``rejection``, when set, is the
     provider's own error object for a request the real API refuses (unknown model, invalid
-    params), rendered in its result instead of the kind's generic error.
+    params), rendered in its result instead of the kind's generic error. ``cache`` is fixed
+    when the batch is created, from when the request will run.
     """
 
     key: str
@@ -68,6 +87,7 @@ class RequestRecord:
     body: Any
     error: str | None = None
     rejection: dict[str, Any] | None = None
+    cache: CacheUse = NO_CACHE
 
 
 @dataclass
@@ -138,7 +158,7 @@ def progress(batch: BatchRecord, now: float) -> Progress:
 
     cancel_at = batch.cancel_requested_at
     if batch.outcome == "cancelled" and cancel_at is None:
-        cancel_at = t0 + 0.5 * p
+        cancel_at = t0 + CANCELLED_OUTCOME_AT * p
     stuck = batch.outcome == "stuck"
     natural_end = None if stuck else end
     if cancel_at is not None and (natural_end is None or cancel_at < natural_end):
@@ -160,6 +180,25 @@ def progress(batch: BatchRecord, now: float) -> Progress:
     if batch.outcome == "failed":
         return Progress(Phase.FINAL, Final.FAILED, 0, started, None, None, end)
     return Progress(Phase.FINAL, Final.COMPLETED, batch.total, started, finalizing, None, end)
+
+
+def processed_count(batch: BatchRecord) -> int:
+    """How many requests, in input order, the batch runs (a later cancel request aside)."""
+    if batch.validation_errors or batch.outcome == "failed":
+        return 0
+    if batch.outcome == "expired":
+        return batch.total // 2
+    if batch.outcome == "cancelled":
+        return _done_by(batch, batch.created_at + CANCELLED_OUTCOME_AT * batch.processing_seconds)
+    return batch.total
+
+
+def processed_at(batch: BatchRecord, index: int) -> float:
+    """When the ``index``-th request gets its result (the inverse of the timeline's count)."""
+    p = batch.processing_seconds
+    start = batch.created_at + QUEUED_FRACTION * p
+    span = (FINALIZING_FRACTION - QUEUED_FRACTION) * p
+    return start + span * (index + 1) / max(1, batch.total)
 
 
 def _running(batch: BatchRecord, now: float, started: float, finalizing: float | None) -> Progress:
@@ -224,6 +263,33 @@ class FileRecord:
         return self._size
 
 
+class PrefixCache:
+    """Prompt prefixes by (scope, hash), each alive over a span of time.
+
+    A prefix written at ``t`` is seen by requests at ``t`` or later until it expires; a use
+    extends its life. Batches are settled ahead of time, so a write may lie in the future
+    of a synchronous call, which then does not see it.
+    """
+
+    def __init__(self) -> None:
+        self._spans: dict[tuple[str, bytes], tuple[float, float]] = {}
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def holds(self, scope: str, key: bytes, at: float) -> bool:
+        span = self._spans.get((scope, key))
+        return span is not None and span[0] <= at < span[1]
+
+    def keep(self, scope: str, key: bytes, at: float, ttl: float) -> None:
+        """Write or refresh the prefix at ``at`` for ``ttl`` seconds."""
+        span = self._spans.get((scope, key))
+        if span is None or span[1] <= at or span[0] > at + ttl:
+            self._spans[(scope, key)] = (at, at + ttl)
+        else:
+            self._spans[(scope, key)] = (min(span[0], at), max(span[1], at + ttl))
+
+
 @dataclass
 class Store:
     """Everything the emulator remembers; ``reset`` replaces it wholesale."""
@@ -236,6 +302,7 @@ class Store:
     files_uploaded: int = 0
     # Gemini resumable uploads in flight: upload id -> (file record, bytes so far).
     uploads: dict[str, tuple[FileRecord, bytearray]] = field(default_factory=dict)
+    prompt_cache: PrefixCache = field(default_factory=PrefixCache)
 
     def add_batch(self, batch: BatchRecord) -> None:
         self.batches[batch.id] = batch

@@ -15,7 +15,9 @@ Sources, per check:
   supported methods." (widely quoted API answer), on the model's URL, so for batches the
   whole create is refused.
 - Anthropic params without ``model``, ``messages`` or ``max_tokens``: 400
-  ``invalid_request_error`` "<field>: Field required" (the API's validation wording).
+  ``invalid_request_error`` "<field>: Field required" (the API's validation wording); more
+  than four ``cache_control`` breakpoints: "A maximum of 4 blocks with cache_control may be
+  provided. Found N." (prompt-caching guide: at most four breakpoints).
 - Gemini ``contents``: a wrong JSON type is a proto parse error, 400 INVALID_ARGUMENT
   "Invalid value at '<path>' (type.googleapis.com/...Content), <value>"; missing contents or
   parts fail the request checks "* GenerateContentRequest.contents: contents is not
@@ -84,6 +86,7 @@ DEFAULT_KNOWN_MODELS: dict[str, list[str]] = {
 }
 
 ANTHROPIC_REQUIRED = ("model", "messages", "max_tokens")
+MAX_CACHE_BREAKPOINTS = 4
 GEMINI_TYPES = "type.googleapis.com/google.ai.generativelanguage.v1beta."
 
 
@@ -123,7 +126,25 @@ def anthropic_params_problem(params: Mapping[str, Any]) -> str | None:
         return "max_tokens: Input should be a valid integer"
     if max_tokens < 1:
         return "max_tokens: Input should be greater than or equal to 1"
+    markers = _cache_markers(params)
+    if markers > MAX_CACHE_BREAKPOINTS:
+        return (
+            f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. "
+            f"Found {markers}."
+        )
     return None
+
+
+def _cache_markers(params: Mapping[str, Any]) -> int:
+    """How many ``cache_control`` breakpoints the params set (the top-level one included)."""
+    blocks: list[Any] = list(params.get("tools") or [])
+    if isinstance(params.get("system"), list):
+        blocks += params["system"]
+    for message in params.get("messages") or []:
+        if isinstance(message, dict) and isinstance(message.get("content"), list):
+            blocks += message["content"]
+    marked = sum(1 for b in blocks if isinstance(b, dict) and "cache_control" in b)
+    return marked + (1 if params.get("cache_control") else 0)
 
 
 def gemini_request_problem(

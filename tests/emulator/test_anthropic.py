@@ -75,16 +75,6 @@ async def test_full_lifecycle_and_results(
     )
 
 
-async def test_cached_requests_report_cache_reads(anthropic_client: AsyncAnthropic) -> None:
-    items = requests(
-        1, system=[{"type": "text", "text": "long context", "cache_control": {"type": "ephemeral"}}]
-    )
-    batch = await anthropic_client.messages.batches.create(requests=items)
-    await wait_ended(anthropic_client, batch.id)
-    result = (await collect(anthropic_client, batch.id))["req-0"]
-    assert result.message.usage.cache_read_input_tokens > 0
-
-
 @pytest.mark.parametrize(
     "mutate",
     [

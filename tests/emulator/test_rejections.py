@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 from typing import Any
 
 import anthropic
@@ -11,7 +9,7 @@ import httpx
 import openai
 import pytest
 from anthropic import AsyncAnthropic
-from emulator_helpers import openai_lines, parse_jsonl, poll
+from emulator_helpers import gemini_file_batch, openai_lines, parse_jsonl, poll
 from google import genai
 from google.genai import errors, types
 from openai import AsyncOpenAI
@@ -237,19 +235,7 @@ async def test_gemini_file_lines_with_invalid_contents_fail_alone(
         {"key": "five", "request": {"contents": 5}},
         {"key": "none", "request": {}},
     ]
-    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
-    uploaded = await genai_client.aio.files.upload(
-        file=io.BytesIO(data), config=types.UploadFileConfig(mime_type="jsonl")
-    )
-    job = await genai_client.aio.batches.create(model="gemini-2.5-flash", src=uploaded.name)
-    done = await poll(
-        lambda: genai_client.aio.batches.get(name=job.name),
-        lambda j: j.state == types.JobState.JOB_STATE_SUCCEEDED,
-    )
-    results, _ = parse_jsonl(
-        (await genai_client.aio.files.download(file=done.dest.file_name)).decode()
-    )
-    by_key = {line["key"]: line for line in results}
+    by_key = await gemini_file_batch(genai_client, lines)
     assert "response" in by_key["ok"]
     assert by_key["five"]["error"]["code"] == 3
     assert by_key["five"]["error"]["message"].startswith("Invalid value at 'contents'")
