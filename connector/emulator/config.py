@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from .validation import DEFAULT_KNOWN_MODELS
+from .validation import DEFAULT_FLEX_MODELS, DEFAULT_KNOWN_MODELS
 
 ERROR_KINDS = ("rate_limit", "server_error", "overloaded", "invalid_request", "policy")
 BATCH_OUTCOMES = (None, "failed", "expired", "cancelled", "stuck")
@@ -102,6 +102,10 @@ class EmulatorConfig:
     cache_ttl_s: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_CACHE_TTL_S))
     # The smallest cacheable prompt per model name, over the providers' documented minimums.
     cache_min_tokens: dict[str, int] = field(default_factory=dict)
+    # OpenAI Flex: the models that take service_tier="flex", and the share of Flex calls
+    # answered 429 Resource Unavailable (decided by a seeded count of Flex calls).
+    openai_flex_models: list[str] = field(default_factory=lambda: list(DEFAULT_FLEX_MODELS))
+    flex_429_rate: float = 0.0
 
     def __post_init__(self) -> None:
         self.http_errors = [
@@ -136,6 +140,8 @@ class EmulatorConfig:
             raise ValueError("cache_ttl_s must be positive seconds")
         if any(minimum < 0 for minimum in self.cache_min_tokens.values()):
             raise ValueError("cache_min_tokens must be >= 0")
+        if not 0.0 <= self.flex_429_rate <= 1.0:
+            raise ValueError("flex_429_rate must be within [0, 1]")
 
     def merged(self, changes: dict[str, Any]) -> EmulatorConfig:
         """Return a copy with ``changes`` applied; unknown or invalid fields raise ValueError."""
@@ -149,6 +155,7 @@ class EmulatorConfig:
         current["known_models"] = {p: list(m) for p, m in self.known_models.items()}
         current["cache_ttl_s"] = dict(self.cache_ttl_s)
         current["cache_min_tokens"] = dict(self.cache_min_tokens)
+        current["openai_flex_models"] = list(self.openai_flex_models)
         try:
             return EmulatorConfig(**{**current, **changes})
         except TypeError as exc:

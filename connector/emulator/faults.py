@@ -81,6 +81,17 @@ GEMINI_ERRORS = {
 KIND_FOR_STATUS = {429: "rate_limit", 500: "server_error", 503: "overloaded"}
 
 
+# OpenAI's Flex guide documents "429 Resource Unavailable" (not charged) but no body; this
+# is that answer in OpenAI's error envelope.
+FLEX_UNAVAILABLE = OpenAIError(
+    429,
+    "service_unavailable_error",
+    "resource_unavailable",
+    "Resource Unavailable: Flex processing has no capacity for this request right now. "
+    "Retry later, or with service_tier 'auto'. You were not charged (emulated).",
+)
+
+
 def openai_body(
     message: str, type_: str, code: str | None = None, param: str | None = None
 ) -> dict[str, Any]:

@@ -7,8 +7,8 @@ from typing import Any
 
 from aiohttp import web
 
-from . import synth
-from .faults import error_for, openai_body
+from . import synth, validation
+from .faults import FLEX_UNAVAILABLE, error_for, openai_body
 from .openai_input import parse_input
 from .openai_shapes import (
     BATCH_ENDPOINTS,
@@ -35,6 +35,8 @@ from .state import (
 )
 
 MAX_FILE_BYTES = 200 * 1024 * 1024
+# The endpoints that take a service_tier and report the one used.
+TIERED_ENDPOINTS = ("/v1/chat/completions", "/v1/responses")
 BATCH_FAILED = {
     "code": "batch_failed",
     "message": "The batch failed (emulated).",
@@ -249,17 +251,15 @@ class OpenAIRoutes:
             batch.extra["error_file_id" if errors else "output_file_id"] = record.id
 
     async def sync_call(self, request: web.Request) -> web.Response:
+        """Chat completions, responses, completions, embeddings and moderations."""
         self.emu.store.count_sync_call("openai")
         try:
             body = await request.json()
         except ValueError:
             return _error(400, "Invalid JSON body.")
-        if not isinstance(body, dict) or "model" not in body:
-            return _error(400, "you must provide a model parameter", param="model")
-        if not self.emu.knows_model("openai", str(body["model"])):
-            return web.json_response(model_not_found(str(body["model"])), status=404)
-        if body.get("stream"):
-            return _error(400, "Streaming is not supported by the emulator.", param="stream")
+        refused = self._sync_refusal(request.path, body)
+        if refused is not None:
+            return refused
         serialised = synth.serialise(body)
         kind = synth.marker_kind(serialised)
         if kind:
@@ -268,7 +268,43 @@ class OpenAIRoutes:
         endpoint = request.path
         now = self.emu.now()
         cache = self.emu.caching().openai(endpoint, body, now)
-        return web.json_response(endpoint_response(endpoint, body, serialised, int(now), cache))
+        answer = endpoint_response(endpoint, body, serialised, int(now), cache)
+        if endpoint in TIERED_ENDPOINTS:
+            answer["service_tier"] = validation.served_tier(body.get("service_tier"))
+        return web.json_response(answer)
+
+    def _sync_refusal(self, endpoint: str, body: Any) -> web.Response | None:
+        """The error answer a synchronous call gets before any work, or None."""
+        if not isinstance(body, dict) or "model" not in body:
+            return _error(400, "you must provide a model parameter", param="model")
+        model = str(body["model"])
+        if not self.emu.knows_model("openai", model):
+            return web.json_response(model_not_found(model), status=404)
+        if body.get("stream"):
+            return _error(400, "Streaming is not supported by the emulator.", param="stream")
+        tier = body.get("service_tier")
+        if tier is not None and endpoint in TIERED_ENDPOINTS:
+            flex_models = self.emu.config.openai_flex_models
+            problem = validation.service_tier_problem(tier, model, flex_models)
+            if problem is not None:
+                return _error(400, problem, param="service_tier")
+            if tier == "flex" and not self._flex_has_room():
+                e = FLEX_UNAVAILABLE
+                return _error(e.status, e.message, e.type, e.code)
+        return None
+
+    def _flex_has_room(self) -> bool:
+        """Whether this Flex call is served or answered 429 Resource Unavailable.
+
+        A seeded draw per Flex call (not per request text) decides, so a retry of the same
+        request may be served where the first attempt was not, as on the real tier.
+        """
+        counts = self.emu.store.flex_calls
+        n = counts["served"] + counts["unavailable"]
+        rate = self.emu.config.flex_429_rate
+        served = synth.unit_fraction(self.emu.config.seed, "flex", n) >= rate
+        counts["served" if served else "unavailable"] += 1
+        return served
 
 
 def _producer(

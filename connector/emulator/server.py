@@ -103,6 +103,7 @@ class Emulator:
             "requests_submitted": dict(store.requests_submitted),
             "sync_calls": dict(store.sync_calls),
             "files_uploaded": store.files_uploaded,
+            "flex_calls": dict(store.flex_calls),
             "batches": [self._batch_stats(b) for b in store.batches.values()],
         }
 

@@ -300,6 +300,8 @@ class Store:
     requests_submitted: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROVIDERS, 0))
     sync_calls: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PROVIDERS, 0))
     files_uploaded: int = 0
+    # OpenAI Flex calls accepted and answered 429 Resource Unavailable.
+    flex_calls: dict[str, int] = field(default_factory=lambda: {"served": 0, "unavailable": 0})
     # Gemini resumable uploads in flight: upload id -> (file record, bytes so far).
     uploads: dict[str, tuple[FileRecord, bytearray]] = field(default_factory=dict)
     prompt_cache: PrefixCache = field(default_factory=PrefixCache)

@@ -22,6 +22,10 @@ Sources, per check:
   "Invalid value at '<path>' (type.googleapis.com/...Content), <value>"; missing contents or
   parts fail the request checks "* GenerateContentRequest.contents: contents is not
   specified".
+- OpenAI ``service_tier``: the values the SDK types allow; ``flex`` on a model without Flex
+  processing is 400 ``invalid_request_error`` "Unsupported service_tier: flex" (the API's
+  answer quoted in openai/codex#15099). The answer names the tier actually used: ``default``
+  for ``auto`` or none, ``priority`` for ``fast`` (SDK docstring of ``service_tier``).
 """
 
 from __future__ import annotations
@@ -85,6 +89,9 @@ DEFAULT_KNOWN_MODELS: dict[str, list[str]] = {
     ],
 }
 
+# OpenAI's Flex tier: the models its guide names (GPT-5, o3, o4-mini) and the GPT-5 family.
+DEFAULT_FLEX_MODELS = ["gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini"]
+SERVICE_TIERS = ("auto", "default", "flex", "scale", "priority", "fast")
 ANTHROPIC_REQUIRED = ("model", "messages", "max_tokens")
 MAX_CACHE_BREAKPOINTS = 4
 GEMINI_TYPES = "type.googleapis.com/google.ai.generativelanguage.v1beta."
@@ -109,6 +116,25 @@ def gemini_unknown_model(model: str, version: str, method: str) -> str:
         f"models/{model.removeprefix('models/')} is not found for API version {version}, or is "
         f"not supported for {method}. Call ListModels to see the list of available models and "
         "their supported methods."
+    )
+
+
+def service_tier_problem(tier: Any, model: str, flex_models: Sequence[str]) -> str | None:
+    """Why OpenAI refuses ``service_tier`` for ``model``, or None."""
+    if tier is None:
+        return None
+    if tier not in SERVICE_TIERS:
+        allowed = ", ".join(f"'{t}'" for t in SERVICE_TIERS)
+        return f"Invalid value: '{tier}'. Supported values are: {allowed}."
+    if tier == "flex" and model not in flex_models:
+        return "Unsupported service_tier: flex"
+    return None
+
+
+def served_tier(tier: str | None) -> str:
+    """The ``service_tier`` an OpenAI answer reports for the one requested."""
+    return {"flex": "flex", "scale": "scale", "priority": "priority", "fast": "priority"}.get(
+        tier or "auto", "default"
     )
 
 

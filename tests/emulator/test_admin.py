@@ -35,6 +35,7 @@ async def test_stats_route_has_the_documented_shape(
         "requests_submitted": {"openai": 0, "anthropic": 1, "gemini": 0},
         "sync_calls": {"openai": 0, "anthropic": 0, "gemini": 0},
         "files_uploaded": 0,
+        "flex_calls": {"served": 0, "unavailable": 0},
         "batches": [
             {
                 "provider": "anthropic",
