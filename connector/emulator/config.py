@@ -80,7 +80,11 @@ class EmulatorConfig:
     seed: int = 0
     batch_outcome: str | None = None
     http_errors: list[HttpFault] = field(default_factory=list)
+    # Fail every OpenAI batch with token_limit_exceeded (the old all-or-nothing fault).
     openai_token_limit: bool = False
+    # Enqueued input tokens allowed per OpenAI model across batches in flight; a model not
+    # listed is unlimited. A batch that would pass the limit fails with token_limit_exceeded.
+    openai_enqueued_token_limit: dict[str, int] = field(default_factory=dict)
     malformed_lines: int = 0
     webhook_url: str | None = None
     webhook_secret: str | None = None
@@ -140,6 +144,8 @@ class EmulatorConfig:
             raise ValueError("cache_ttl_s must be positive seconds")
         if any(minimum < 0 for minimum in self.cache_min_tokens.values()):
             raise ValueError("cache_min_tokens must be >= 0")
+        if any(limit < 0 for limit in self.openai_enqueued_token_limit.values()):
+            raise ValueError("openai_enqueued_token_limit values must be >= 0")
         if not 0.0 <= self.flex_429_rate <= 1.0:
             raise ValueError("flex_429_rate must be within [0, 1]")
 
@@ -156,6 +162,7 @@ class EmulatorConfig:
         current["cache_ttl_s"] = dict(self.cache_ttl_s)
         current["cache_min_tokens"] = dict(self.cache_min_tokens)
         current["openai_flex_models"] = list(self.openai_flex_models)
+        current["openai_enqueued_token_limit"] = dict(self.openai_enqueued_token_limit)
         try:
             return EmulatorConfig(**{**current, **changes})
         except TypeError as exc:

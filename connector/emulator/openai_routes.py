@@ -10,6 +10,7 @@ from aiohttp import web
 from . import synth, validation
 from .faults import FLEX_UNAVAILABLE, error_for, openai_body
 from .openai_input import parse_input
+from .openai_quota import LEGACY_LIMIT, batch_tokens, enqueued, token_limit_error
 from .openai_shapes import (
     BATCH_ENDPOINTS,
     batch_object,
@@ -19,7 +20,6 @@ from .openai_shapes import (
     file_object,
     model_not_found,
     result_lines,
-    token_limit_error,
 )
 from .services import Services
 from .state import (
@@ -154,9 +154,8 @@ class OpenAIRoutes:
             cfg.openai_max_requests,
             lambda model: self.emu.knows_model("openai", model),
         )
-        errors = parsed.errors
-        if not errors and cfg.openai_token_limit:
-            errors = [token_limit_error(parsed.model)]
+        tokens = batch_tokens(parsed.requests)
+        errors = parsed.errors or self._quota_errors(parsed.model, tokens)
         if not errors and cfg.batch_outcome == "failed":
             errors = [BATCH_FAILED]
         metadata = params.get("metadata")
@@ -173,9 +172,21 @@ class OpenAIRoutes:
                 "input_file_id": file_id,
                 "metadata": metadata,
                 "model": parsed.model,
+                "enqueued_tokens": tokens,
             },
             cache=lambda request, at: caching.openai(endpoint, request.body, at),
         )
+
+    def _quota_errors(self, model: str | None, tokens: int) -> list[dict[str, Any]]:
+        """The token_limit_exceeded failure of a batch that would pass its model's limit."""
+        cfg = self.emu.config
+        if cfg.openai_token_limit:
+            return [token_limit_error(model, LEGACY_LIMIT)]
+        limit = cfg.openai_enqueued_token_limit.get(str(model))
+        if limit is None:
+            return []
+        in_flight = enqueued(self.emu.store.batches_of("openai"), self.emu.now()).get(str(model), 0)
+        return [token_limit_error(model, limit)] if in_flight + tokens > limit else []
 
     async def get_batch(self, request: web.Request) -> web.Response:
         batch = self._batch(request.match_info["id"])

@@ -224,18 +224,6 @@ def model_not_found(model: str) -> dict[str, Any]:
     )
 
 
-def token_limit_error(model: str | None) -> dict[str, Any]:
-    return {
-        "code": "token_limit_exceeded",
-        "message": (
-            f"Enqueued token limit reached for {model} in organization org-emulator. "
-            "Limit: 90,000 enqueued tokens. Please try submitting fewer tokens or wait."
-        ),
-        "line": None,
-        "param": None,
-    }
-
-
 def batch_status(prog: Progress) -> str:
     return prog.final.value if prog.final else _STATUS[prog.phase]
 

@@ -17,6 +17,7 @@ from .caching import PromptCaching
 from .config import EmulatorConfig, HttpFault
 from .faults import fault_body
 from .gemini_routes import is_gemini
+from .openai_quota import enqueued
 from .routes import Handler, route_modules
 from .services import ProviderRoutes
 from .state import (
@@ -104,6 +105,7 @@ class Emulator:
             "sync_calls": dict(store.sync_calls),
             "files_uploaded": store.files_uploaded,
             "flex_calls": dict(store.flex_calls),
+            "openai_enqueued_tokens": enqueued(store.batches_of("openai"), self.now()),
             "batches": [self._batch_stats(b) for b in store.batches.values()],
         }
 

@@ -180,7 +180,8 @@ def gemini_request_problem(
 
     Arguments:
         request: The request JSON.
-        path: Where the request sits in the call, e.g. ``batch.input_config.requests.requests[0].request.``.
+        path: Where the request sits in the call, for example
+            ``batch.input_config.requests.requests[0].request.``.
         owner: The message type the checks name, e.g. ``BatchGenerateContentRequest``.
     """
     if request is None:  # proto JSON: null is the empty message

@@ -29,6 +29,16 @@ async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool]) -> 
         await asyncio.sleep(0.05)
 
 
+class Clock:
+    """A wall clock the test moves by hand (``clock.now += seconds``)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class FakeTime:
     """A monotonic clock that only moves when someone sleeps on it."""
 

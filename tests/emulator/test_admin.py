@@ -36,6 +36,7 @@ async def test_stats_route_has_the_documented_shape(
         "sync_calls": {"openai": 0, "anthropic": 0, "gemini": 0},
         "files_uploaded": 0,
         "flex_calls": {"served": 0, "unavailable": 0},
+        "openai_enqueued_tokens": {},
         "batches": [
             {
                 "provider": "anthropic",

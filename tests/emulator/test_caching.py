@@ -8,7 +8,7 @@ from typing import Any
 import anthropic
 import pytest
 from anthropic import AsyncAnthropic
-from emulator_helpers import gemini_file_batch, parse_jsonl, poll
+from emulator_helpers import Clock, gemini_file_batch, parse_jsonl, poll
 from google import genai
 from google.genai import types
 from openai import AsyncOpenAI
@@ -23,23 +23,6 @@ SONNET = "claude-sonnet-4-5"
 def tokens_of(body: Any) -> int:
     """The emulator's documented estimate: compact sorted JSON, four characters a token."""
     return len(json.dumps(body, separators=(",", ":"), sort_keys=True, ensure_ascii=False)) // 4
-
-
-class Clock:
-    """A wall clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1_800_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr(emu, "clock", fake)
-    return fake
 
 
 # --- Anthropic ------------------------------------------------------------------------------

@@ -165,7 +165,8 @@ async def test_token_limit_fails_the_batch(emu: Emulator, openai_client: AsyncOp
 
 
 async def test_more_than_one_model_fails_validation(openai_client: AsyncOpenAI) -> None:
-    content = openai_lines([("a", "x")], model="gpt-4o-mini") + openai_lines([("b", "y")], model="gpt-4o")
+    content = openai_lines([("a", "x")], model="gpt-4o-mini")
+    content += openai_lines([("b", "y")], model="gpt-4o")
     uploaded = await openai_client.files.create(file=("input.jsonl", content), purpose="batch")
     batch = await openai_client.batches.create(
         input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
