@@ -84,6 +84,7 @@ class Emulator:
 
     def caching(self) -> PromptCaching:
         """The prompt-cache decisions under the current settings."""
+        self.store.prompt_cache.prune(self.now())
         return PromptCaching(self.store.prompt_cache, self.config)
 
     def set_faults(self, **fields: Any) -> EmulatorConfig:

@@ -263,6 +263,10 @@ class FileRecord:
         return self._size
 
 
+# Below this many prefixes the prompt cache is never pruned.
+PRUNE_FLOOR = 10_000
+
+
 class PrefixCache:
     """Prompt prefixes by (scope, hash), each alive over a span of time.
 
@@ -273,9 +277,20 @@ class PrefixCache:
 
     def __init__(self) -> None:
         self._spans: dict[tuple[str, bytes], tuple[float, float]] = {}
+        self._prune_at = PRUNE_FLOOR
 
     def __len__(self) -> int:
         return len(self._spans)
+
+    def prune(self, now: float) -> None:
+        """Forget prefixes expired by ``now``, once the cache has doubled since last time.
+
+        Keeps a long-running emulator's memory bounded at a cost spread over many calls.
+        """
+        if len(self._spans) < self._prune_at:
+            return
+        self._spans = {key: span for key, span in self._spans.items() if span[1] > now}
+        self._prune_at = max(PRUNE_FLOOR, 2 * len(self._spans))
 
     def holds(self, scope: str, key: bytes, at: float) -> bool:
         span = self._spans.get((scope, key))

@@ -14,7 +14,7 @@ from connector.emulator.caching import (
     explicit,
     min_tokens,
 )
-from connector.emulator.state import NO_CACHE, CacheUse, PrefixCache
+from connector.emulator.state import NO_CACHE, PRUNE_FLOOR, CacheUse, PrefixCache
 
 TTLS = {"5m": 300.0, "1h": 3600.0}
 
@@ -33,6 +33,21 @@ def test_a_prefix_lives_from_its_write_for_its_ttl_and_a_use_extends_it() -> Non
     assert cache.holds("s", b"k", 649.0) and not cache.holds("s", b"k", 650.0)
     cache.keep("s", b"k", 2000.0, 300.0)  # long expired: written anew
     assert not cache.holds("s", b"k", 700.0) and cache.holds("s", b"k", 2000.0)
+
+
+def test_pruning_forgets_only_expired_prefixes_and_only_once_the_cache_has_grown() -> None:
+    cache = PrefixCache()
+    for i in range(PRUNE_FLOOR):
+        cache.keep("s", i.to_bytes(4, "big"), 0.0, 10.0 if i % 2 else 100.0)
+    small = PrefixCache()
+    small.keep("s", b"k", 0.0, 10.0)
+    small.prune(50.0)
+    assert len(small) == 1  # below the floor nothing is pruned
+    cache.prune(50.0)
+    assert len(cache) == PRUNE_FLOOR // 2
+    assert cache.holds("s", (0).to_bytes(4, "big"), 50.0)
+    cache.prune(500.0)  # not grown since: the expired rest waits for the next round
+    assert len(cache) == PRUNE_FLOOR // 2
 
 
 def test_automatic_caching_reads_the_longest_prefix_in_128_token_steps() -> None:
