@@ -111,12 +111,15 @@ class Emulator:
         }
 
     def _batch_stats(self, batch: BatchRecord) -> dict[str, Any]:
-        routes = self._providers[batch.provider]
+        prog = progress(batch, self.now())
+        routes = self._providers.get(batch.provider)
+        # A provider whose routes do not name their batches gets the emulator's own names.
+        state = routes.state_name(prog) if routes else (prog.final or prog.phase).value
         return {
             "provider": batch.provider,
-            "id": routes.batch_name(batch),
+            "id": routes.batch_name(batch) if routes else batch.id,
             "tag": batch.tag,
-            "state": routes.state_name(progress(batch, self.now())),
+            "state": state,
             "total": batch.total,
         }
 

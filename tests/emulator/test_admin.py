@@ -10,6 +10,7 @@ from emulator_helpers import openai_lines, poll
 from openai import AsyncOpenAI
 
 from connector.emulator import Emulator
+from connector.emulator.state import RequestRecord
 
 
 async def test_stats_route_has_the_documented_shape(
@@ -144,3 +145,13 @@ async def test_large_result_file_streams_every_line(
 
 async def test_loopback_by_default(url: str) -> None:
     assert url.startswith("http://127.0.0.1:")
+
+
+async def test_stats_count_and_name_batches_of_a_provider_without_routes(emu: Emulator) -> None:
+    # A new provider's module may store batches before it names their states.
+    emu.new_batch("other", "b1", [RequestRecord("k", "{}", {})], tag="t", outcome=None)
+    stats = emu.stats()
+    assert stats["batches_created"]["other"] == 1 and stats["requests_submitted"]["other"] == 1
+    assert stats["batches"] == [
+        {"provider": "other", "id": "b1", "tag": "t", "state": "queued", "total": 1}
+    ]
