@@ -11,14 +11,10 @@ in ``<name>`` with ``azure_endpoint=<emulator>/azure/<name>``. The routes are Op
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
-from .compat_routes import FILE_AND_BATCH_ROUTES, NAME, Handler, Namespaces
-
-if TYPE_CHECKING:
-    from .server import Emulator
+from .compat_routes import FILE_AND_BATCH_ROUTES, NAME, Namespaces
+from .services import Handler, ProviderRoutes, Services
 
 NAMESPACE = "azure"
 DEPLOYMENT_ENDPOINTS = "{endpoint:chat/completions|embeddings|completions}"
@@ -53,8 +49,12 @@ def _checked(handler: Handler) -> Handler:
 class AzureRoutes:
     """Registers the Azure OpenAI routes on the emulator's router."""
 
-    def __init__(self, emu: Emulator) -> None:
+    def __init__(self, emu: Services) -> None:
         self.namespaces = Namespaces(emu, endpoint_prefix="")
+
+    def routes_for(self, provider: str) -> ProviderRoutes | None:
+        """The routes of Azure namespace ``provider``, once it has been used."""
+        return self.namespaces.served(provider)
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         """Add the routes at ``/openai`` (namespace ``azure``) and ``/azure/<name>/openai``."""

@@ -9,17 +9,10 @@ Point ``AsyncOpenAI(base_url=f"{emulator}/compat/<name>/v1")`` at it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 
 from .openai_routes import OpenAIRoutes
-
-if TYPE_CHECKING:
-    from .server import Emulator
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from .services import Handler, ProviderRoutes, Services
 
 # Groq, for one, takes completion windows from 24 hours to 7 days.
 COMPLETION_WINDOWS = ("24h", "48h", "72h", "2d", "3d", "4d", "5d", "6d", "7d")
@@ -43,7 +36,7 @@ class Namespaces:
 
     def __init__(
         self,
-        emu: Emulator,
+        emu: Services,
         *,
         endpoint_prefix: str = "/v1",
         completion_windows: tuple[str, ...] = ("24h",),
@@ -63,6 +56,10 @@ class Namespaces:
                 completion_windows=self._completion_windows,
             )
         return self._routes[name]
+
+    def served(self, name: str) -> OpenAIRoutes | None:
+        """The routes of namespace ``name`` if it has been used, else None."""
+        return self._routes.get(name)
 
     def handler(
         self, attribute: str, *, name: str | None = None, path: str | None = None
@@ -86,8 +83,12 @@ class Namespaces:
 class CompatRoutes:
     """Registers ``/compat/<name>/v1/...`` on the emulator's router."""
 
-    def __init__(self, emu: Emulator) -> None:
+    def __init__(self, emu: Services) -> None:
         self.namespaces = Namespaces(emu, completion_windows=COMPLETION_WINDOWS)
+
+    def routes_for(self, provider: str) -> ProviderRoutes | None:
+        """The routes of compat name ``provider``, once it has been used."""
+        return self.namespaces.served(provider)
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         """Add the file, batch and synchronous routes for any compat name."""
