@@ -28,6 +28,7 @@ from connector.lanes.deferred import DeferredLane, now_ms
 from connector.lanes.ledger import WorkEvent
 from connector.lanes.outputs import RECORD_OVERHEAD_BYTES, Outputs
 from connector.lanes.realtime import RealtimeLane
+from connector.lanes.tables import DirectTable
 from connector.lanes.webhooks import WebhookReceiver
 from connector.lanes.webhooks import serve as serve_webhooks
 from connector.pricing import PriceTable
@@ -120,7 +121,9 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
     pending = app.Table("pending", **tables)
     batches = app.Table("batches", **tables)
 
-    deferred = DeferredLane(settings, providers, outputs, prices, pending, batches, flush=app.producer.flush)
+    deferred = DeferredLane(
+        settings, providers, outputs, prices, DirectTable.wrap(pending), DirectTable.wrap(batches), flush=app.producer.flush
+    )
     realtime = RealtimeLane(settings, providers, outputs, prices, clock=now_ms)
     intake = Intake(
         codec,

@@ -169,6 +169,7 @@ class Settings(BaseSettings):
     realtime_concurrency: int = Field(8, ge=1)
     realtime_timeout_s: float = Field(60.0, gt=0)
     max_pending_requests: int = Field(100_000, ge=1)  # per worker, queued + in flight: bounds memory
+    batch_concurrency: int = Field(8, ge=1)  # batches of one partition whose provider calls may overlap
     emit_chunk: int = Field(5000, ge=1)  # outcomes emitted per step before other work gets a turn
     stream_buffer: int = Field(500, ge=1)  # events prefetched per partition (Faust stream_buffer_maxsize)
     dedupe_window_s: float = Field(3600.0, ge=0)  # remember finished request ids this long

@@ -62,6 +62,12 @@ def with_defaults(schema: str, record: dict[str, Any]) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=64)
+def _parsed(schema: str) -> Any:
+    # Resolving the schema directory costs file-system calls: once per schema, not per record.
+    return schemas.parsed_schema(schema)
+
+
+@lru_cache(maxsize=64)
 def _defaults(schema: str) -> tuple[tuple[str, Any], ...]:
     # Expanding a schema deep-copies it: once per schema, not once per record.
     return tuple(schemas.defaults(schema).items())
@@ -75,7 +81,7 @@ class AvroCodec:
     def encode(self, schema: str, record: dict[str, Any], topic: str) -> bytes:
         buf = io.BytesIO()
         try:
-            fastavro.schemaless_writer(buf, schemas.parsed_schema(schema), with_defaults(schema, record))
+            fastavro.schemaless_writer(buf, _parsed(schema), with_defaults(schema, record))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise EncodeError(f"{schema} record does not fit its schema: {exc}") from exc
         return buf.getvalue()
@@ -84,7 +90,7 @@ class AvroCodec:
         raw = _check_present(data, schema)
         buf = io.BytesIO(raw)
         try:
-            record = fastavro.schemaless_reader(buf, schemas.parsed_schema(schema), None)
+            record = fastavro.schemaless_reader(buf, _parsed(schema), None)
         except Exception as exc:  # fastavro raises anything from EOFError to UnicodeDecodeError
             raise DecodeError(f"not a valid Avro {schema}: {type(exc).__name__}: {exc}", raw, schema=schema) from exc
         if buf.tell() != len(raw):
@@ -112,7 +118,7 @@ class JsonCodec:
 
     def _validate(self, schema: str, record: dict[str, Any]) -> str | None:
         try:
-            validate(record, schemas.parsed_schema(schema), raise_errors=True)
+            validate(record, _parsed(schema), raise_errors=True)
         except Exception as exc:  # fastavro's ValidationError and friends
             return str(exc)
         return None

@@ -185,7 +185,8 @@ class BatchMachine:
                 return True
         return False
 
-    def _due(self, batch_id: str) -> bool:
+    def due(self, batch_id: str) -> bool:
+        """Whether the batch's next provider call is due (its backoff has passed)."""
         backoff = self._backoff.get(batch_id)
         return backoff is None or backoff.due_ms <= self.clock()
 
@@ -199,7 +200,7 @@ class BatchMachine:
         Never raises: a failed step backs off, and repeated unexpected failures end the
         batch through the retry rules.
         """
-        if not self._due(batch.batch_id):
+        if not self.due(batch.batch_id):
             return False
         provider = self.providers[batch.provider]
         try:

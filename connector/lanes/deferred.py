@@ -14,9 +14,10 @@ batch and :mod:`connector.lanes.delivery` gives each request its outcome.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from connector import metrics
@@ -136,12 +137,12 @@ class DeferredLane:
                 await self._close_due(part, p, key, full_only=False, force=force)
             except Exception:  # noqa: BLE001 - the next tick tries this key again
                 log.exception("partition %d: closing %s failed", p, key)
-        busy = False
-        for batch_id in list(part.batches):
-            batch = part.batches.get(batch_id)
-            if batch is not None:
-                busy |= await self.machine.drive(part, batch)
+        # Batches are independent: their provider calls overlap instead of queueing.
+        due = [b for b in list(part.batches.values()) if self.machine.due(b.batch_id)]
+        steps = await _bounded_gather((self.machine.drive(part, b) for b in due), self.settings.batch_concurrency)
+        busy = any(steps)
         part.purge(self.ledger, self.clock() - self.dedupe_window_ms)
+        self.ledger.checkpoint()
         self._observe()
         return busy
 
@@ -203,3 +204,14 @@ class DeferredLane:
             if phase is not BatchPhase.EMITTED:
                 metrics.labelled(metrics.BATCHES, phase).set(counts.get(phase, 0))
         metrics.OLDEST_BATCH_AGE.set(0 if oldest is None else (self.clock() - oldest) / 1000)
+
+
+async def _bounded_gather(steps: Iterable[Awaitable[bool]], limit: int) -> list[bool]:
+    """Run the steps with at most ``limit`` at a time; their results in order."""
+    gate = asyncio.Semaphore(limit)
+
+    async def run(step: Awaitable[bool]) -> bool:
+        async with gate:
+            return await step
+
+    return list(await asyncio.gather(*(run(step) for step in steps)))

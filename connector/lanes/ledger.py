@@ -178,7 +178,7 @@ class PendingEntry:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> PendingEntry:
         """A table value (either changelog format) as an entry."""
-        v = _migrated(raw, _ENTRY_ALIASES)
+        v = _migrated(raw, _ENTRY_ALIASES) if "rid" in raw else raw
         source = v.get("source")
         return cls(
             request_id=v["request_id"],
@@ -328,6 +328,13 @@ class Ledger:
         self.batches = batches
         self._pending_read: Mapping[str, Any] = pending if pending_store is None else pending_store
         self._batches_read: Mapping[str, Any] = batches if batches_store is None else batches_store
+
+    def checkpoint(self) -> None:
+        """Let the tables' stores record how far their changelogs are acknowledged."""
+        for table in (self.pending, self.batches):
+            checkpoint = getattr(table, "checkpoint", None)
+            if checkpoint is not None:
+                checkpoint()
 
     def entry(self, request_id: str) -> PendingEntry | None:
         """The entry of ``request_id``, if the table has one."""

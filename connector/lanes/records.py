@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from connector.errors import EncodeError
 from connector.lanes.ledger import BatchPhase, BatchRecord
 from connector.pricing import Costs
@@ -29,12 +31,10 @@ MAX_ERROR_MESSAGE_CHARS = 2000
 
 def json_text(value: Any) -> str:
     """Compact JSON that is always valid UTF-8 (lone surrogates are escaped, not kept raw)."""
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+        return orjson.dumps(value).decode()
+    except TypeError:  # text with lone surrogates, or numbers orjson does not take
         return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
-    return text
 
 
 def exception_message(exc: BaseException) -> str:

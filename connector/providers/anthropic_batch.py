@@ -16,6 +16,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import anthropic
+import orjson
 from anthropic.types.messages import MessageBatch
 
 from connector.config import ProviderSettings
@@ -66,7 +67,7 @@ def request_params(item: BatchItem) -> dict[str, Any]:
 def encode_request(item: BatchItem) -> bytes:
     """The request as it appears in the batch create body (used for sizing)."""
     entry = {"custom_id": item.custom_id, "params": request_params(item)}
-    return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
+    return orjson.dumps(entry)
 
 
 # ``error.details.error_code`` of a 429 that is a spending limit, not a rate limit.

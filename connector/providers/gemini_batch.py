@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -24,6 +23,7 @@ from typing import IO, Any
 
 import aiohttp
 import httpx2
+import orjson
 import pydantic
 from google import genai
 from google.genai import errors as genai_errors
@@ -108,7 +108,7 @@ def model_name(model: str) -> str:
 def encode_line(item: BatchItem) -> bytes:
     """One line of the batch input file."""
     line = {"key": item.custom_id, "request": item.body}
-    return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return orjson.dumps(line) + b"\n"
 
 
 def sdk_request(body: dict[str, Any]) -> tuple[Any, types.GenerateContentConfig] | None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import IO, Any
 
 import openai
+import orjson
 from openai.types import Batch
 
 from connector.config import NamedProviderSettings, ProviderSettings
@@ -82,7 +83,7 @@ def encode_line(item: BatchItem, url: str | None = None) -> bytes:
         "url": url or item.endpoint,
         "body": {**item.body, "model": item.model},
     }
-    return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    return orjson.dumps(line) + b"\n"
 
 
 def _write_input(file: IO[bytes], items: Sequence[BatchItem], url: str) -> None:
