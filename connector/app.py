@@ -117,7 +117,15 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
         value_serializer="json",
         config=internal,
     )
-    tables = {"default": None, "partitions": settings.partitions, "extra_topic_configs": internal}
+    tables: dict[str, Any] = {"default": None, "partitions": settings.partitions, "extra_topic_configs": internal}
+    if settings.store == "rocksdb":
+        # Faust's defaults (64 MB x 3 memtables and a 2 GB block cache per partition and
+        # table) would let RocksDB alone outgrow the memory bound.
+        tables["options"] = {
+            "write_buffer_size": settings.store_write_buffer_bytes,
+            "max_write_buffer_number": 2,
+            "block_cache_size": settings.store_block_cache_bytes,
+        }
     pending = app.Table("pending", **tables)
     batches = app.Table("batches", **tables)
 

@@ -183,6 +183,9 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container so Prometheus can scrape it
     data_dir: str = ".batchbridge"  # on-disk table stores, one locked slot per worker
     store: Literal["rocksdb", "memory"] = "rocksdb"  # rocksdb: tables on disk, restarts replay only the tail
+    # RocksDB memory per table and partition: two memtables of this size, and a block cache.
+    store_write_buffer_bytes: int = Field(4 * 1024 * 1024, ge=1024 * 1024)
+    store_block_cache_bytes: int = Field(8 * 1024 * 1024, ge=1024 * 1024)
     log_level: str = "INFO"
     # Declarations and tools; unset = what ships with the package (connector/shipped.py).
     topics_dir: str | None = None  # topics/*.yaml that `topics apply` and the worker apply

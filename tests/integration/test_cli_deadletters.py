@@ -47,7 +47,7 @@ def settings(
 
 
 def failure(request_id: str | None, error_class: str, at: int, **fields: object) -> dict:
-    record = copy.deepcopy(sample("InferenceFailure"))
+    record = copy.deepcopy(sample("InferenceFailure")) | {"truncated": None}
     record.update(request_id=request_id, error_class=error_class, failed_at=at, **fields)
     if record.get("request") is not None:
         record["request"].update(request_id=request_id, attempt=3)
