@@ -146,7 +146,8 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
         shards_per_key=settings.batching.shards_per_key,
         work_limit=settings.kafka.max_request_size - RECORD_OVERHEAD_BYTES,
     )
-    throttle = InputThrottle(app, settings.topics.deferred, deferred.has_room)
+    streams = frozenset({settings.topics.realtime, work.get_topic_name()})
+    throttle = InputThrottle(app, settings.topics.deferred, deferred.has_room, streams)
 
     async def nudge(partition: int) -> None:
         await work.send(key=None, value=WorkEvent().to_json(), partition=partition)

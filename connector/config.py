@@ -166,6 +166,7 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1)  # internal topics and tables
     create_topics: bool = True  # the worker creates missing topics at start
     reply_topic_allowlist: list[str] = Field(default_factory=list)
+    cloudevents: bool = False  # results and dead letters also carry CloudEvents binary-mode headers (ce_*)
     realtime_concurrency: int = Field(8, ge=1)
     realtime_timeout_s: float = Field(60.0, gt=0)
     max_pending_requests: int = Field(100_000, ge=1)  # per worker, queued + in flight: bounds memory

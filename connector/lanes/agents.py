@@ -230,23 +230,35 @@ class WorkLoop:
 
 
 class InputThrottle:
-    """Back-pressure: pause the input partitions while the worker is full, resume when it is not."""
+    """Back-pressure: pause the input partitions while the worker is full, resume when it is not.
 
-    def __init__(self, app: Any, topic: str, has_room: Callable[[], bool]) -> None:
+    It also un-sticks stream partitions Faust left paused: when a recovery finds that
+    another rebalance has begun (a stale generation), Faust returns without resuming the
+    partitions it paused, and if no further rebalance follows they stay paused for good.
+    A worker would then sit idle with requests waiting on its input, logging nothing.
+    Stream topics only, never changelogs, and only outside rebalances and recovery.
+    """
+
+    def __init__(self, app: Any, topic: str, has_room: Callable[[], bool], streams: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.topic = topic
         self.has_room = has_room
+        self.streams = streams | {topic}
         self.paused: set[Any] = set()
+        self._stuck: set[Any] = set()
 
     def forget(self) -> None:
         """A rebalance: Faust pauses and resumes the new assignment itself."""
         self.paused.clear()
+        self._stuck.clear()
 
     def check(self) -> None:
         """Pause or resume the input partitions this worker reads, as its room says."""
         if self.app.rebalancing or self.app.in_recovery:
+            self._stuck.clear()
             return  # Faust owns pausing until recovery ends
         consumer = self.app.consumer
+        self._unstick(consumer)
         if self.has_room():
             if self.paused:
                 consumer.resume_partitions(self.paused)
@@ -258,3 +270,12 @@ class InputThrottle:
             consumer.pause_partitions(mine)
             self.paused |= mine
             log.info("worker full: paused %d input partitions until requests finish", len(mine))
+
+    def _unstick(self, consumer: Any) -> None:
+        paused = {tp for tp in getattr(consumer, "_paused_partitions", ()) if tp.topic in self.streams}
+        stuck = paused - self.paused
+        if stuck and stuck <= self._stuck:  # the same for two checks in a row: not a passing state
+            log.warning("stream partitions left paused after a rebalance: resuming %s", sorted(stuck))
+            consumer.resume_partitions(stuck)
+            stuck = set()
+        self._stuck = stuck

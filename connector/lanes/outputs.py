@@ -18,7 +18,7 @@ import faust
 from connector import schemas
 from connector.config import Settings
 from connector.errors import BatchBridgeError
-from connector.lanes.records import deadletter_headers, fit_failure
+from connector.lanes.records import cloudevent_headers, deadletter_headers, fit_failure
 from connector.serde import Codec
 
 # What a record costs on the wire beyond its key, value and headers (record + batch framing).
@@ -51,6 +51,9 @@ class Outputs:
         self._allow = frozenset(settings.reply_topic_allowlist)
         self._max_request = settings.kafka.max_request_size
         self._topic_limits = dict(topic_limits or {})
+        self._connector = settings.app_id
+        self._cloudevents = settings.cloudevents
+        self._ce_source = f"/batchbridge/{settings.app_id}"
 
     def limit(self, topic: str) -> int:
         """The largest value (plus key and headers) a record of ``topic`` may carry."""
@@ -67,15 +70,24 @@ class Outputs:
     async def result(self, record: dict[str, Any], reply_topic: str | None = None) -> Awaitable[Any]:
         """A succeeded request's result, to its allow-listed reply topic or the results topic."""
         topic = reply_topic if reply_topic and reply_topic in self._allow else self._names.results
-        return await self._send(topic, record["request_id"], self._codec.encode(schemas.RESULT, record, topic))
+        value = self._codec.encode(schemas.RESULT, record, topic)
+        return await self._send(topic, record["request_id"], value, self._events("result", record, "emitted_at"))
 
     async def failure(self, record: dict[str, Any]) -> Awaitable[Any]:
         """A dead letter; cut down (and said so in ``truncated``) until it fits its topic."""
         topic = self._names.deadletter
-        headers = deadletter_headers(record)
+        headers = self._failure_headers(record)
         room = self.limit(topic) - sum(len(k) + len(v) for k, v in headers) - len((record.get("request_id") or "").encode("utf-8", "replace"))
         fitted, value = fit_failure(record, lambda r: self._codec.encode(schemas.FAILURE, r, topic), room)
-        return await self._send(topic, fitted.get("request_id"), value, deadletter_headers(fitted))
+        return await self._send(topic, fitted.get("request_id"), value, self._failure_headers(fitted))
+
+    def _failure_headers(self, record: dict[str, Any]) -> list[tuple[str, bytes]]:
+        return deadletter_headers(record, self._connector) + (self._events("failure", record, "failed_at") or [])
+
+    def _events(self, kind: str, record: dict[str, Any], time_field: str) -> list[tuple[str, bytes]] | None:
+        if not self._cloudevents:
+            return None
+        return cloudevent_headers(kind=kind, request_id=record.get("request_id"), source=self._ce_source, now_ms=record[time_field])
 
     async def retry(self, request: dict[str, Any]) -> Awaitable[Any]:
         """Back to the deferred topic with the next attempt number."""

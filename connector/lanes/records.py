@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -195,22 +196,49 @@ def _drop_request(record: dict[str, Any], excess: int) -> str | None:
     return "request"
 
 
-def deadletter_headers(failure: dict[str, Any]) -> list[tuple[str, bytes]]:
-    """Kafka Connect-style error headers, so Connect tooling can read our dead letters."""
+# The stage of Kafka Connect's error context each dead-letter class comes closest to.
+_CONNECT_STAGES = {
+    DECODE_ERROR: "VALUE_CONVERTER",
+    INVALID_INPUT: "TRANSFORMATION",
+    OVERSIZE: "TRANSFORMATION",
+    "budget_exceeded": "TRANSFORMATION",
+}
+
+
+def deadletter_headers(failure: dict[str, Any], connector: str = "batchbridge") -> list[tuple[str, bytes]]:
+    """The error context headers Kafka Connect's ``errors.deadletterqueue.context.headers.enable``
+    writes, so DLQ tooling that reads them reads ours; plus ``error_class``.
+    """
+    error_class = failure["error_class"]
     headers = {
-        "__connect.errors.exception.class.name": failure["error_class"],
-        "__connect.errors.exception.message": failure["error_message"][:1000],
-        "batchbridge.error.class": failure["error_class"],
+        "__connect.errors.connector.name": connector,
+        "__connect.errors.task.id": "0",
+        "__connect.errors.stage": _CONNECT_STAGES.get(error_class, "TASK_PUT"),
+        "__connect.errors.class.name": "io.batchbridge.connector.DeferredLane",
+        "__connect.errors.exception.class.name": "io.batchbridge.errors." + "".join(p.title() for p in error_class.split("_")),
+        "__connect.errors.exception.message": failure["error_message"][:MAX_ERROR_MESSAGE_CHARS],
+        "error_class": error_class,
     }
-    if failure.get("error_code"):
-        headers["batchbridge.error.code"] = failure["error_code"]
-    if failure.get("request_id"):
-        headers["batchbridge.request_id"] = failure["request_id"]
     if failure.get("source_topic") is not None:
         headers["__connect.errors.topic"] = failure["source_topic"]
         headers["__connect.errors.partition"] = str(failure["source_partition"])
         headers["__connect.errors.offset"] = str(failure["source_offset"])
-    return [(k, v.encode()) for k, v in headers.items()]
+    if failure.get("error_code"):
+        headers["error_code"] = failure["error_code"]
+    return [(k, v.encode("utf-8", "replace")) for k, v in headers.items()]
+
+
+def cloudevent_headers(*, kind: str, request_id: str | None, source: str, now_ms: int) -> list[tuple[str, bytes]]:
+    """CloudEvents 1.0 binary-mode Kafka headers for a result or a dead letter."""
+    at = datetime.fromtimestamp(now_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    headers = {
+        "ce_specversion": "1.0",
+        "ce_id": request_id or "",
+        "ce_source": source,
+        "ce_type": f"io.batchbridge.inference.{kind}.v1",
+        "ce_time": at,
+    }
+    return [(k, v.encode("utf-8", "replace")) for k, v in headers.items()]
 
 
 def failure_class_for_batch(phase: BatchPhase) -> str:
