@@ -151,8 +151,17 @@ def emulator(
         str | None, typer.Option(help="Force every batch to: failed, expired, cancelled or stuck.")
     ] = None,
     webhook_url: Annotated[str | None, typer.Option(help="Send OpenAI batch webhooks here.")] = None,
+    any_model: Annotated[
+        bool, typer.Option("--any-model", help="Serve any model name (default: refuse unknown models).")
+    ] = False,
+    flex_429_rate: Annotated[
+        float, typer.Option(help="Share of OpenAI Flex calls answered 429 Resource Unavailable.")
+    ] = 0.0,
 ) -> None:
-    """Run the provider emulator (OpenAI, Anthropic and Gemini batch routes) in the foreground."""
+    """Run the provider emulator (OpenAI, Anthropic and Gemini batch routes) in the foreground.
+
+    More faults at run time: POST a JSON object to /_emulator/faults (see the README).
+    """
     from connector.emulator import EmulatorConfig, run_emulator
 
     try:
@@ -164,6 +173,8 @@ def emulator(
             batch_outcome=batch_outcome,
             webhook_url=webhook_url,
             webhook_secret=_webhook_secret(),
+            flex_429_rate=flex_429_rate,
+            **({"known_models": {}} if any_model else {}),
         )
     except ValueError as exc:
         err_console.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)

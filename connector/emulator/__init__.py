@@ -6,6 +6,7 @@ connector must survive. See ``EmulatorConfig`` for the knobs.
 """
 
 from .config import EmulatorConfig, HttpFault
-from .server import Emulator, EmulatorThread, run_emulator
+from .runner import EmulatorThread, run_emulator
+from .server import Emulator
 
 __all__ = ["Emulator", "EmulatorConfig", "EmulatorThread", "HttpFault", "run_emulator"]

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from aiohttp import web
 
-from . import synth
+from . import synth, validation
 from .faults import ANTHROPIC_ERRORS, anthropic_body, error_for
+from .services import Services
 from .state import (
+    NO_CACHE,
     BatchRecord,
+    CacheUse,
     Phase,
     Progress,
     RequestRecord,
@@ -23,9 +25,7 @@ from .state import (
     progress,
     result_of,
 )
-
-if TYPE_CHECKING:
-    from .server import Emulator
+from .wire import base_url, iso
 
 CUSTOM_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 EXPIRY_SECONDS = 24 * 3600
@@ -35,14 +35,14 @@ RETENTION_SECONDS = 29 * 24 * 3600
 # --- pure wire shapes ---------------------------------------------------------------------
 
 
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
-
-
-def message(body: dict[str, Any], serialised: str, salt: str = "") -> dict[str, Any]:
+def message(
+    body: dict[str, Any], serialised: str, salt: str = "", cache: CacheUse = NO_CACHE
+) -> dict[str, Any]:
+    """A Messages API answer; ``cache`` is how the request used the prompt cache."""
     c = synth.complete(serialised)
+    read = min(cache.read, c.input_tokens)
+    written = min(cache.written, c.input_tokens - read)
+    written_1h = min(cache.written_1h, written)
     return {
         "id": f"msg_{synth.digest('msg', salt, serialised):016x}",
         "type": "message",
@@ -52,17 +52,26 @@ def message(body: dict[str, Any], serialised: str, salt: str = "") -> dict[str, 
         "stop_reason": "end_turn",
         "stop_sequence": None,
         "usage": {
-            # Anthropic counts cache reads apart from the uncached input.
-            "input_tokens": c.input_tokens - c.cached_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": c.cached_tokens,
+            # input_tokens is only what follows the last breakpoint: the whole input is
+            # cache_read_input_tokens + cache_creation_input_tokens + input_tokens.
+            "input_tokens": c.input_tokens - read - written,
+            "cache_creation_input_tokens": written,
+            "cache_read_input_tokens": read,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": written - written_1h,
+                "ephemeral_1h_input_tokens": written_1h,
+            },
             "output_tokens": c.output_tokens,
         },
     }
 
 
 def validate_requests(requests: Any, max_requests: int) -> str | None:
-    """The reason the create call is rejected (400), or None."""
+    """The reason the create call is rejected (400), or None.
+
+    Only the batch's own shape is checked here; each request's params are validated
+    asynchronously and fail that request alone (see ``rejection``).
+    """
     if not isinstance(requests, list) or not requests:
         return "requests: must contain at least one request"
     if len(requests) > max_requests:
@@ -78,10 +87,26 @@ def validate_requests(requests: Any, max_requests: int) -> str | None:
             return f"requests.{index}.custom_id: Duplicate custom_id '{custom_id}'"
         seen.add(custom_id)
         params = item.get("params")
-        if not isinstance(params, dict) or "model" not in params or "messages" not in params:
-            return f"requests.{index}.params: model and messages are required"
+        if not isinstance(params, dict):
+            return f"requests.{index}.params: Input should be a valid dictionary"
         if params.get("stream"):
             return f"requests.{index}.params.stream: streaming is not supported in batches"
+    return None
+
+
+def rejection(params: dict[str, Any], knows_model: Callable[[str], bool]) -> dict[str, Any] | None:
+    """The error a Messages API call with ``params`` is refused with, or None.
+
+    Missing or mistyped fields are ``invalid_request_error`` (400); an unknown model is
+    ``not_found_error`` (404), the same body inside a batch's results.
+    """
+    problem = validation.anthropic_params_problem(params)
+    if problem is not None:
+        return anthropic_body("invalid_request_error", problem)
+    if not knows_model(params["model"]):
+        return anthropic_body(
+            "not_found_error", validation.anthropic_unknown_model(params["model"])
+        )
     return None
 
 
@@ -119,13 +144,14 @@ def result_lines(batch: BatchRecord, prog: Progress) -> Iterator[str]:
         request = batch.requests[index]
         outcome = result_of(request, index, prog)
         if outcome is Result.SUCCEEDED:
-            result: dict[str, Any] = {
-                "type": "succeeded",
-                "message": message(request.body, request.serialised, batch.id + request.key),
-            }
+            answer = message(
+                request.body, request.serialised, batch.id + request.key, request.cache
+            )
+            result: dict[str, Any] = {"type": "succeeded", "message": answer}
         elif outcome is Result.ERRORED:
             e = ANTHROPIC_ERRORS[request.error or "server_error"]
-            result = {"type": "errored", "error": anthropic_body(e.type, e.message)}
+            error = request.rejection or anthropic_body(e.type, e.message)
+            result = {"type": "errored", "error": error}
         elif outcome is Result.EXPIRED:
             result = {"type": "expired"}
         else:
@@ -141,8 +167,18 @@ def _error(status: int, type_: str, message_: str) -> web.Response:
 
 
 class AnthropicRoutes:
-    def __init__(self, emu: Emulator) -> None:
+    """Anthropic's Message Batches and Messages."""
+
+    provider = "anthropic"
+
+    def __init__(self, emu: Services) -> None:
         self.emu = emu
+
+    def state_name(self, prog: Progress) -> str:
+        return processing_status(prog)
+
+    def batch_name(self, batch: BatchRecord) -> str:
+        return batch.id
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/messages/batches", self.create_batch)
@@ -178,16 +214,26 @@ class AnthropicRoutes:
         assert isinstance(items, list)
         requests = []
         for item in items:
-            serialised = synth.serialise(item["params"])
-            requests.append(RequestRecord(item["custom_id"], serialised, item["params"]))
+            params = item["params"]
+            record = RequestRecord(item["custom_id"], synth.serialise(params), params)
+            record.rejection = rejection(params, self._knows_model)
+            if record.rejection is not None:
+                record.error = "invalid_request"
+            requests.append(record)
         outcome = cfg.batch_outcome
         if outcome == "failed":
             # A Message Batch never fails as a whole: every request errors instead.
             for r in requests:
                 r.error = r.error or "server_error"
             outcome = None
+        caching = self.emu.caching()
         batch = self.emu.new_batch(
-            "anthropic", new_id("msgbatch_"), requests, tag=None, outcome=outcome
+            "anthropic",
+            new_id("msgbatch_"),
+            requests,
+            tag=None,
+            outcome=outcome,
+            cache=lambda request, at: caching.anthropic(request.body, at, batch=True),
         )
         return web.json_response(self._json(request, batch))
 
@@ -251,17 +297,21 @@ class AnthropicRoutes:
             )
         lines = synth.with_malformed(result_lines(batch, prog), batch.malformed_lines, batch.id)
         return await self.emu.stream(
-            request, (line.encode() for line in lines), "application/binary"
+            request, (line.encode() for line in lines), "application/binary", result=True
         )
 
     async def create_message(self, request: web.Request) -> web.Response:
-        self.emu.store.sync_calls["anthropic"] += 1
+        self.emu.store.count_sync_call("anthropic")
         try:
             body = await request.json()
         except ValueError:
             return _error(400, "invalid_request_error", "Invalid JSON body.")
-        if not isinstance(body, dict) or "model" not in body or "messages" not in body:
-            return _error(400, "invalid_request_error", "model and messages are required")
+        if not isinstance(body, dict):
+            return _error(400, "invalid_request_error", "Input should be a valid dictionary")
+        refused = rejection(body, self._knows_model)
+        if refused is not None:
+            status = 404 if refused["error"]["type"] == "not_found_error" else 400
+            return web.json_response(refused, status=status)
         if body.get("stream"):
             return _error(
                 400, "invalid_request_error", "Streaming is not supported by the emulator."
@@ -271,14 +321,18 @@ class AnthropicRoutes:
         if kind:
             status, payload = error_for("anthropic", kind)
             return web.json_response(payload, status=status)
-        return web.json_response(message(body, serialised))
+        cache = self.emu.caching().anthropic(body, self.emu.now(), batch=False)
+        return web.json_response(message(body, serialised, cache=cache))
 
     def _batch(self, batch_id: str) -> BatchRecord | None:
         batch = self.emu.store.batches.get(batch_id)
         return batch if batch is not None and batch.provider == "anthropic" else None
 
+    def _knows_model(self, model: str) -> bool:
+        return self.emu.knows_model("anthropic", model)
+
     def _json(self, request: web.Request, batch: BatchRecord) -> dict[str, Any]:
-        return batch_object(batch, progress(batch, self.emu.now()), self.emu.base_url(request))
+        return batch_object(batch, progress(batch, self.emu.now()), base_url(request))
 
     @staticmethod
     def _not_found(request: web.Request) -> web.Response:

@@ -18,7 +18,7 @@ from aiohttp import web
 from .compat_routes import FILE_AND_BATCH_ROUTES, NAME, Handler, Namespaces
 
 if TYPE_CHECKING:
-    from .server import Emulator
+    from .services import Services
 
 NAMESPACE = "azure"
 DEPLOYMENT_ENDPOINTS = "{endpoint:chat/completions|embeddings|completions}"
@@ -53,7 +53,7 @@ def _checked(handler: Handler) -> Handler:
 class AzureRoutes:
     """Registers the Azure OpenAI routes on the emulator's router."""
 
-    def __init__(self, emu: Emulator) -> None:
+    def __init__(self, emu: Services) -> None:
         self.namespaces = Namespaces(emu, endpoint_prefix="")
 
     def add_to(self, router: web.UrlDispatcher) -> None:

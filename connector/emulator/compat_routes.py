@@ -17,7 +17,7 @@ from aiohttp import web
 from .openai_routes import OpenAIRoutes
 
 if TYPE_CHECKING:
-    from .server import Emulator
+    from .services import Services
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -43,7 +43,7 @@ class Namespaces:
 
     def __init__(
         self,
-        emu: Emulator,
+        emu: Services,
         *,
         endpoint_prefix: str = "/v1",
         completion_windows: tuple[str, ...] = ("24h",),
@@ -56,12 +56,14 @@ class Namespaces:
     def routes(self, name: str) -> OpenAIRoutes:
         """The OpenAI routes serving namespace ``name``."""
         if name not in self._routes:
-            self._routes[name] = OpenAIRoutes(
+            routes = OpenAIRoutes(
                 self.emu,
                 name,
                 endpoint_prefix=self._endpoint_prefix,
                 completion_windows=self._completion_windows,
             )
+            self.emu.register_provider(routes)  # stats name its batches as OpenAI does
+            self._routes[name] = routes
         return self._routes[name]
 
     def handler(
@@ -86,7 +88,7 @@ class Namespaces:
 class CompatRoutes:
     """Registers ``/compat/<name>/v1/...`` on the emulator's router."""
 
-    def __init__(self, emu: Emulator) -> None:
+    def __init__(self, emu: Services) -> None:
         self.namespaces = Namespaces(emu, completion_windows=COMPLETION_WINDOWS)
 
     def add_to(self, router: web.UrlDispatcher) -> None:

@@ -81,6 +81,17 @@ GEMINI_ERRORS = {
 KIND_FOR_STATUS = {429: "rate_limit", 500: "server_error", 503: "overloaded"}
 
 
+# OpenAI's Flex guide documents "429 Resource Unavailable" (not charged) but no body; this
+# is that answer in OpenAI's error envelope.
+FLEX_UNAVAILABLE = OpenAIError(
+    429,
+    "service_unavailable_error",
+    "resource_unavailable",
+    "Resource Unavailable: Flex processing has no capacity for this request right now. "
+    "Retry later, or with service_tier 'auto'. You were not charged (emulated).",
+)
+
+
 def openai_body(
     message: str, type_: str, code: str | None = None, param: str | None = None
 ) -> dict[str, Any]:
@@ -93,6 +104,29 @@ def anthropic_body(type_: str, message: str) -> dict[str, Any]:
 
 def gemini_body(status: int, status_name: str, message: str) -> dict[str, Any]:
     return {"error": {"code": status, "message": message, "status": status_name}}
+
+
+def not_found_for(provider: str, path: str) -> dict[str, Any]:
+    """A 404 body for ``path`` as ``provider`` sends it for an id it does not know.
+
+    Gemini answers unknown resources with its generic "Requested entity was not found.";
+    OpenAI and Anthropic name the id (the wording of their batch and file routes).
+    """
+    if provider == "gemini":
+        return gemini_body(404, "NOT_FOUND", "Requested entity was not found.")
+    ident = path.rstrip("/").rsplit("/", 1)[-1]
+    what = "batch" if "/batches" in path else "file" if "/files" in path else "object"
+    message = f"No {what} found with id '{ident}'."
+    if provider == "anthropic":
+        return anthropic_body("not_found_error", message)
+    return openai_body(message, "invalid_request_error")
+
+
+def fault_body(provider: str, status: int, path: str) -> dict[str, Any]:
+    """The body an injected HTTP ``status`` is answered with on ``path``."""
+    if status == 404:
+        return not_found_for(provider, path)
+    return error_for(provider, KIND_FOR_STATUS[status], status)[1]
 
 
 def error_for(provider: str, kind: str, status: int | None = None) -> tuple[int, dict[str, Any]]:

@@ -12,15 +12,17 @@ import hashlib
 import json
 import string
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
-from . import synth
-from .anthropic_routes import iso
+from . import synth, validation
 from .faults import GEMINI_ERRORS, error_for, gemini_body
+from .services import Services
 from .state import (
+    NO_CACHE,
     BatchRecord,
+    CacheUse,
     FileRecord,
     Final,
     Phase,
@@ -32,9 +34,7 @@ from .state import (
     progress,
     result_of,
 )
-
-if TYPE_CHECKING:
-    from .server import Emulator
+from .wire import base_url, iso
 
 VERSIONS = "{ver:v1beta|v1}"
 LOWER_ALNUM = string.ascii_lowercase + string.digits
@@ -67,15 +67,17 @@ def batch_state(prog: Progress) -> str:
     return _FINAL_STATE[prog.final] if prog.final else _STATE[prog.phase]
 
 
-def generate_response(model: str, serialised: str) -> dict[str, Any]:
+def generate_response(model: str, serialised: str, cache: CacheUse = NO_CACHE) -> dict[str, Any]:
+    """A GenerateContentResponse; ``cache`` is how the request used the implicit cache."""
     c = synth.complete(serialised)
     usage: dict[str, Any] = {
+        # promptTokenCount includes the cached part, which cachedContentTokenCount names.
         "promptTokenCount": c.input_tokens,
         "candidatesTokenCount": c.output_tokens,
         "totalTokenCount": c.total_tokens,
     }
-    if c.cached_tokens:
-        usage["cachedContentTokenCount"] = c.cached_tokens
+    if cache.read:
+        usage["cachedContentTokenCount"] = min(cache.read, c.input_tokens)
     return {
         "candidates": [
             {
@@ -96,15 +98,22 @@ def request_error(kind: str) -> dict[str, Any]:
     return {"code": e.rpc_code, "message": f"{e.status_name}: {e.message}"}
 
 
+def failed_request(request: RequestRecord) -> dict[str, Any]:
+    """The google.rpc.Status a failed request of a batch ends with."""
+    return request.rejection or request_error(request.error or "server_error")
+
+
 def inline_responses(batch: BatchRecord, prog: Progress) -> list[dict[str, Any]]:
     """One entry per request, in request order (inline requests carry no key)."""
     out = []
     for index, request in enumerate(batch.requests):
         entry: dict[str, Any] = {}
         if result_of(request, index, prog) is Result.SUCCEEDED:
-            entry["response"] = generate_response(batch.extra["model"], request.serialised)
+            entry["response"] = generate_response(
+                batch.extra["model"], request.serialised, request.cache
+            )
         else:
-            entry["error"] = request_error(request.error or "server_error")
+            entry["error"] = failed_request(request)
         metadata = request.body.get("metadata") if isinstance(request.body, dict) else None
         if metadata:
             entry["metadata"] = metadata
@@ -117,14 +126,20 @@ def file_result_lines(batch: BatchRecord, prog: Progress) -> Iterator[str]:
         request = batch.requests[index]
         line: dict[str, Any] = {"key": request.key}
         if result_of(request, index, prog) is Result.SUCCEEDED:
-            line["response"] = generate_response(batch.extra["model"], request.serialised)
+            line["response"] = generate_response(
+                batch.extra["model"], request.serialised, request.cache
+            )
         else:
-            line["error"] = request_error(request.error or "server_error")
+            line["error"] = failed_request(request)
         yield json.dumps(line) + "\n"
 
 
 def parse_file_requests(content: bytes) -> list[RequestRecord]:
-    """Requests from an uploaded ``{"key", "request"}`` JSONL file; bad lines become failures."""
+    """Requests from an uploaded ``{"key", "request"}`` JSONL file.
+
+    A file is validated line by line while the job runs: a line that is not a request, or a
+    request that is not a valid GenerateContentRequest, fails alone with INVALID_ARGUMENT.
+    """
     requests = []
     for number, raw in enumerate(content.splitlines(), start=1):
         if not raw.strip():
@@ -138,8 +153,30 @@ def parse_file_requests(content: bytes) -> list[RequestRecord]:
                 RequestRecord(f"line-{number}", raw.decode(errors="replace"), {}, "invalid_request")
             )
             continue
-        requests.append(RequestRecord(key, synth.serialise(body), item))
+        record = RequestRecord(key, synth.serialise(body), item)
+        problem = validation.gemini_request_problem(body)
+        if problem is not None:
+            record.error = "invalid_request"
+            record.rejection = {
+                "code": GEMINI_ERRORS["invalid_request"].rpc_code,
+                "message": problem,
+            }
+        requests.append(record)
     return requests
+
+
+def inline_problem(items: list[Any]) -> str | None:
+    """Why inline batch requests are refused as a whole (400 INVALID_ARGUMENT), or None."""
+    for index, item in enumerate(items):
+        request = item.get("request") if isinstance(item, dict) else None
+        problem = validation.gemini_request_problem(
+            request,
+            f"batch.input_config.requests.requests[{index}].request.",
+            "BatchGenerateContentRequest",
+        )
+        if problem is not None:
+            return problem
+    return None
 
 
 def file_object(f: FileRecord, base_url: str, version: str) -> dict[str, Any]:
@@ -171,8 +208,18 @@ def _error(status: int, status_name: str, message: str) -> web.Response:
 
 
 class GeminiRoutes:
-    def __init__(self, emu: Emulator) -> None:
+    """Gemini's batch mode, Files API and generateContent."""
+
+    provider = "gemini"
+
+    def __init__(self, emu: Services) -> None:
         self.emu = emu
+
+    def state_name(self, prog: Progress) -> str:
+        return batch_state(prog).replace("BATCH_STATE_", "JOB_STATE_")
+
+    def batch_name(self, batch: BatchRecord) -> str:
+        return f"batches/{batch.id}"
 
     def add_to(self, router: web.UrlDispatcher) -> None:
         router.add_post(
@@ -184,56 +231,77 @@ class GeminiRoutes:
         router.add_post(f"/{VERSIONS}/batches/{{id:[^/:]+}}:cancel", self.cancel_batch)
         router.add_get(f"/{VERSIONS}/files/{{id:[^/:]+}}:download", self.download_file)
         router.add_post(f"/upload/{VERSIONS}/files", self.upload)
-        # /v1/batches and /v1/files/{id} are shared with OpenAI; the server dispatches those.
+        # /v1/batches and /v1/files/{id} are shared with OpenAI; routes.SharedV1Routes
+        # dispatches those.
         router.add_get("/{ver:v1beta}/batches", self.list_batches)
         router.add_get("/{ver:v1beta}/batches/{id:[^/:]+}", self.get_batch)
         router.add_get("/{ver:v1beta}/files/{id:[^/:]+}", self.get_file)
 
     async def create_batch(self, request: web.Request) -> web.Response:
-        cfg = self.emu.config
         try:
             payload = await request.json()
             batch_spec = payload["batch"]
             input_config = batch_spec["inputConfig"]
         except (ValueError, KeyError, TypeError):
             return _error(400, "INVALID_ARGUMENT", "batch.inputConfig is required.")
-        model = f"models/{request.match_info['model']}"
+        refused = self._unknown_model(request, "batchGenerateContent")
+        if refused is not None:
+            return refused
         if "fileName" in input_config:
-            record = self.emu.store.files.get(str(input_config["fileName"]))
-            if record is None or record.provider != "gemini" or record.content is None:
-                return _error(404, "NOT_FOUND", f"File {input_config['fileName']} not found.")
-            requests = parse_file_requests(record.content)
+            requests = self._file_requests(str(input_config["fileName"]))
             source = "file"
         else:
-            if (request.content_length or 0) > cfg.gemini_max_inline_bytes:
-                return _error(
-                    400,
-                    "INVALID_ARGUMENT",
-                    f"Request payload size exceeds the limit: {cfg.gemini_max_inline_bytes} bytes.",
-                )
-            items = (input_config.get("requests") or {}).get("requests") or []
-            requests = []
-            for index, item in enumerate(items):
-                key = str((item.get("metadata") or {}).get("key", index))
-                requests.append(RequestRecord(key, synth.serialise(item.get("request", {})), item))
+            requests = self._inline_requests(request, input_config)
             source = "inline"
+        if isinstance(requests, web.Response):
+            return requests
         if not requests:
             return _error(400, "INVALID_ARGUMENT", "The batch contains no requests.")
         display_name = batch_spec.get("displayName")
+        model = request.match_info["model"]
+        caching = self.emu.caching()
         batch = self.emu.new_batch(
             "gemini",
             new_id("", 20, LOWER_ALNUM),
             requests,
             tag=display_name,
-            outcome=cfg.batch_outcome,
+            outcome=self.emu.config.batch_outcome,
             extra={
-                "model": model,
+                "model": f"models/{model}",
                 "display_name": display_name,
                 "source": source,
                 "file_name": input_config.get("fileName"),
             },
+            cache=lambda r, at: caching.gemini(model, r.body.get("request") or {}, at),
         )
         return web.json_response(self._json(batch))
+
+    def _file_requests(self, file_name: str) -> list[RequestRecord] | web.Response:
+        record = self.emu.store.files.get(file_name)
+        if record is None or record.provider != "gemini" or record.content is None:
+            return _error(404, "NOT_FOUND", f"File {file_name} not found.")
+        return parse_file_requests(record.content)
+
+    def _inline_requests(
+        self, request: web.Request, input_config: dict[str, Any]
+    ) -> list[RequestRecord] | web.Response:
+        """Inline requests are part of the create call: one invalid request refuses it all."""
+        limit = self.emu.config.gemini_max_inline_bytes
+        if (request.content_length or 0) > limit:
+            message = f"Request payload size exceeds the limit: {limit} bytes."
+            return _error(400, "INVALID_ARGUMENT", message)
+        items = (input_config.get("requests") or {}).get("requests") or []
+        problem = inline_problem(items)
+        if problem is not None:
+            return _error(400, "INVALID_ARGUMENT", problem)
+        return [
+            RequestRecord(
+                str((item.get("metadata") or {}).get("key", index)),
+                synth.serialise(item.get("request", {})),
+                item,
+            )
+            for index, item in enumerate(items)
+        ]
 
     async def get_batch(self, request: web.Request) -> web.Response:
         batch = self._batch(request.match_info["id"])
@@ -269,54 +337,40 @@ class GeminiRoutes:
         return web.json_response(body)
 
     async def generate_content(self, request: web.Request) -> web.Response:
-        self.emu.store.sync_calls["gemini"] += 1
+        self.emu.store.count_sync_call("gemini")
         try:
             body = await request.json()
         except ValueError:
             return _error(400, "INVALID_ARGUMENT", "Invalid JSON payload.")
+        refused = self._unknown_model(request, "generateContent")
+        if refused is not None:
+            return refused
+        problem = validation.gemini_request_problem(body)
+        if problem is not None:
+            return _error(400, "INVALID_ARGUMENT", problem)
         serialised = synth.serialise(body)
         kind = synth.marker_kind(serialised)
         if kind:
             status, payload = error_for("gemini", kind)
             return web.json_response(payload, status=status)
-        return web.json_response(generate_response(request.match_info["model"], serialised))
+        model = request.match_info["model"]
+        cache = self.emu.caching().gemini(model, body, self.emu.now())
+        return web.json_response(generate_response(model, serialised, cache))
+
+    def _unknown_model(self, request: web.Request, method: str) -> web.Response | None:
+        """The 404 a call on a model Gemini does not serve gets, or None."""
+        model = request.match_info["model"]
+        if self.emu.knows_model("gemini", model):
+            return None
+        message = validation.gemini_unknown_model(model, request.match_info["ver"], method)
+        return _error(404, "NOT_FOUND", message)
 
     async def upload(self, request: web.Request) -> web.Response:
-        store = self.emu.store
-        version = request.match_info["ver"]
+        """The resumable upload protocol: a ``start`` call, then chunks up to ``finalize``."""
         upload_id = request.query.get("upload_id")
         if upload_id is None:
-            if request.headers.get("X-Goog-Upload-Command", "").strip() != "start":
-                return _error(
-                    400, "INVALID_ARGUMENT", "Only the resumable upload protocol is supported."
-                )
-            try:
-                spec = (await request.json()).get("file") or {}
-            except ValueError:
-                spec = {}
-            name = spec.get("name") or f"files/{new_id('', 12, LOWER_ALNUM)}"
-            record = FileRecord(
-                id=name,
-                provider="gemini",
-                filename=name,
-                purpose="batch",
-                created_at=self.emu.now(),
-                mime_type=spec.get("mimeType")
-                or spec.get("mime_type")
-                or request.headers.get(
-                    "X-Goog-Upload-Header-Content-Type", "application/octet-stream"
-                ),
-                # The SDK sends snake_case field names here; the API accepts both spellings.
-                display_name=spec.get("displayName") or spec.get("display_name"),
-            )
-            upload_id = new_id("", 24, LOWER_ALNUM)
-            store.uploads[upload_id] = (record, bytearray())
-            url = f"{self.emu.base_url(request)}/upload/{version}/files?upload_id={upload_id}&upload_protocol=resumable"
-            return web.Response(
-                headers={"X-Goog-Upload-URL": url, "X-Goog-Upload-Status": "active"}
-            )
-
-        pending = store.uploads.get(upload_id)
+            return await self._start_upload(request)
+        pending = self.emu.store.uploads.get(upload_id)
         if pending is None:
             return _error(404, "NOT_FOUND", "Unknown upload id.")
         record, buffer = pending
@@ -331,25 +385,60 @@ class GeminiRoutes:
         command = request.headers.get("X-Goog-Upload-Command", "")
         if "finalize" not in command:
             return web.Response(headers={"X-Goog-Upload-Status": "active"})
+        store = self.emu.store
         del store.uploads[upload_id]
         record.content = bytes(buffer)
         store.files[record.id] = record
         store.files_uploaded += 1
-        body = {"file": file_object(record, self.emu.base_url(request), version)}
+        body = {"file": file_object(record, base_url(request), request.match_info["ver"])}
         return web.json_response(body, headers={"X-Goog-Upload-Status": "final"})
+
+    async def _start_upload(self, request: web.Request) -> web.Response:
+        if request.headers.get("X-Goog-Upload-Command", "").strip() != "start":
+            return _error(
+                400, "INVALID_ARGUMENT", "Only the resumable upload protocol is supported."
+            )
+        try:
+            spec = (await request.json()).get("file") or {}
+        except ValueError:
+            spec = {}
+        name = spec.get("name") or f"files/{new_id('', 12, LOWER_ALNUM)}"
+        record = FileRecord(
+            id=name,
+            provider="gemini",
+            filename=name,
+            purpose="batch",
+            created_at=self.emu.now(),
+            mime_type=str(
+                spec.get("mimeType")
+                or spec.get("mime_type")
+                or request.headers.get(
+                    "X-Goog-Upload-Header-Content-Type", "application/octet-stream"
+                )
+            ),
+            # The SDK sends snake_case field names here; the API accepts both spellings.
+            display_name=spec.get("displayName") or spec.get("display_name"),
+        )
+        upload_id = new_id("", 24, LOWER_ALNUM)
+        self.emu.store.uploads[upload_id] = (record, bytearray())
+        version = request.match_info["ver"]
+        url = f"{base_url(request)}/upload/{version}/files?upload_id={upload_id}&upload_protocol=resumable"
+        return web.Response(headers={"X-Goog-Upload-URL": url, "X-Goog-Upload-Status": "active"})
 
     async def get_file(self, request: web.Request) -> web.Response:
         record = self._file(request.match_info["id"])
         if record is None:
             return _error(404, "NOT_FOUND", f"File files/{request.match_info['id']} not found.")
         version = request.path.split("/")[1]
-        return web.json_response(file_object(record, self.emu.base_url(request), version))
+        return web.json_response(file_object(record, base_url(request), version))
 
     async def download_file(self, request: web.Request) -> web.StreamResponse:
         record = self._file(request.match_info["id"])
         if record is None:
             return _error(404, "NOT_FOUND", f"File files/{request.match_info['id']} not found.")
-        return await self.emu.stream(request, record.chunks(), record.mime_type)
+        return await self.emu.stream(
+            request, record.chunks(), record.mime_type, result=record.content is None
+        )
 
     def _file(self, file_id: str) -> FileRecord | None:
         record = self.emu.store.files.get(f"files/{file_id}")

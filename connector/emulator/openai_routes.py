@@ -2,359 +2,48 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from aiohttp import web
 
-from . import synth
-from .faults import OPENAI_ERRORS, error_for, openai_body
+from . import synth, validation
+from .faults import FLEX_UNAVAILABLE, error_for, openai_body
+from .openai_input import parse_input
+from .openai_quota import LEGACY_LIMIT, batch_tokens, enqueued, token_limit_error
+from .openai_shapes import (
+    BATCH_ENDPOINTS,
+    batch_object,
+    batch_status,
+    batch_usage,
+    canonical_endpoint,
+    endpoint_response,
+    file_object,
+    model_not_found,
+    result_lines,
+)
+from .services import Services
 from .state import (
     BatchRecord,
     FileRecord,
     Final,
     Phase,
     Progress,
-    RequestRecord,
     Result,
     count_results,
     new_id,
     progress,
-    result_of,
 )
 
-if TYPE_CHECKING:
-    from .server import Emulator
-
-BATCH_ENDPOINTS = (
-    "/v1/chat/completions",
-    "/v1/responses",
-    "/v1/embeddings",
-    "/v1/completions",
-    "/v1/moderations",
-)
-EXPIRY_SECONDS = 24 * 3600
 MAX_FILE_BYTES = 200 * 1024 * 1024
-MAX_REPORTED_ERRORS = 10
-# Request errors the batch runner reports as the endpoint's HTTP answer (4xx: the request
-# itself is wrong); the rest it reports in the line's ``error`` object.
-RESPONSE_ERROR_KINDS = ("invalid_request", "policy")
-
-_STATUS = {
-    Phase.QUEUED: "validating",
-    Phase.RUNNING: "in_progress",
-    Phase.FINALIZING: "finalizing",
-    Phase.CANCELLING: "cancelling",
+# The endpoints that take a service_tier and report the one used.
+TIERED_ENDPOINTS = ("/v1/chat/completions", "/v1/responses")
+BATCH_FAILED = {
+    "code": "batch_failed",
+    "message": "The batch failed (emulated).",
+    "line": None,
+    "param": None,
 }
-
-
-# --- pure wire shapes ---------------------------------------------------------------------
-
-
-def file_object(f: FileRecord) -> dict[str, Any]:
-    return {
-        "id": f.id,
-        "object": "file",
-        "bytes": f.size,
-        "created_at": int(f.created_at),
-        "filename": f.filename,
-        "purpose": f.purpose,
-        "status": "processed",
-        "expires_at": None,
-        "status_details": None,
-    }
-
-
-def endpoint_response(
-    endpoint: str, body: dict[str, Any], serialised: str, created: int
-) -> dict[str, Any]:
-    """The body the synchronous ``endpoint`` would have answered ``body`` with."""
-    endpoint = "/v1" + endpoint.removeprefix("/v1")  # Azure spells it without the /v1
-    c = synth.complete(serialised)
-    model = str(body.get("model", "unknown-model"))
-    h = synth.digest("id", serialised)
-    if endpoint == "/v1/embeddings":
-        return _embeddings(body, serialised, model)
-    if endpoint == "/v1/responses":
-        return {
-            "id": f"resp_{h:016x}",
-            "object": "response",
-            "created_at": created,
-            "status": "completed",
-            "model": model,
-            "output": [
-                {
-                    "type": "message",
-                    "id": f"msg_{h:016x}",
-                    "status": "completed",
-                    "role": "assistant",
-                    "content": [{"type": "output_text", "text": c.text, "annotations": []}],
-                }
-            ],
-            "parallel_tool_calls": True,
-            "tool_choice": "auto",
-            "tools": [],
-            "usage": {
-                "input_tokens": c.input_tokens,
-                "input_tokens_details": {"cached_tokens": c.cached_tokens, "cache_write_tokens": 0},
-                "output_tokens": c.output_tokens,
-                "output_tokens_details": {"reasoning_tokens": 0},
-                "total_tokens": c.total_tokens,
-            },
-        }
-    if endpoint == "/v1/moderations":
-        return {
-            "id": f"modr-{h:016x}",
-            "model": model,
-            "results": [{"flagged": False, "categories": {}, "category_scores": {}}],
-        }
-    usage = {
-        "prompt_tokens": c.input_tokens,
-        "completion_tokens": c.output_tokens,
-        "total_tokens": c.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": c.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": 0},
-    }
-    if endpoint == "/v1/completions":
-        return {
-            "id": f"cmpl-{h:016x}",
-            "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "text": c.text, "finish_reason": "stop", "logprobs": None}],
-            "usage": usage,
-        }
-    return {
-        "id": f"chatcmpl-{h:016x}",
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": c.text, "refusal": None},
-                "finish_reason": "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": usage,
-        "system_fingerprint": "fp_emulator",
-    }
-
-
-def _embeddings(body: dict[str, Any], serialised: str, model: str) -> dict[str, Any]:
-    inputs = body.get("input", "")
-    if isinstance(inputs, str) or (
-        isinstance(inputs, list) and inputs and isinstance(inputs[0], int)
-    ):
-        inputs = [inputs]
-    as_base64 = body.get("encoding_format") == "base64"
-    data = []
-    for index, item in enumerate(inputs):
-        vector = synth.embedding(synth.serialise(item))
-        data.append(
-            {
-                "object": "embedding",
-                "index": index,
-                "embedding": synth.embedding_base64(vector) if as_base64 else vector,
-            }
-        )
-    tokens = max(1, len(serialised) // 4)
-    return {
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
-
-
-def parse_input(
-    content: bytes, endpoint: str, max_requests: int
-) -> tuple[list[RequestRecord], list[dict[str, Any]], str | None]:
-    """Validate an input file as the batch validator does.
-
-    Returns:
-        The requests, the validation errors (any error fails the batch) and the model.
-    """
-    requests: list[RequestRecord] = []
-    errors: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    models: set[str] = set()
-
-    def fail(code: str, message: str, line: int | None, param: str | None = None) -> None:
-        if len(errors) < MAX_REPORTED_ERRORS:
-            errors.append({"code": code, "message": message, "line": line, "param": param})
-
-    for number, raw in enumerate(content.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            item = json.loads(raw)
-        except ValueError:
-            fail("invalid_json_line", "This line is not parseable as valid JSON.", number)
-            continue
-        if not isinstance(item, dict) or not isinstance(item.get("custom_id"), str):
-            fail("missing_required_parameter", "Missing custom_id.", number, "custom_id")
-            continue
-        custom_id = item["custom_id"]
-        if item.get("method") != "POST":
-            fail("invalid_request", "The only supported method is POST.", number, "method")
-        if item.get("url") != endpoint:
-            fail(
-                "mismatched_endpoint",
-                f"The url must match the batch endpoint {endpoint}.",
-                number,
-                "url",
-            )
-        body = item.get("body")
-        if not isinstance(body, dict):
-            fail("missing_required_parameter", "Missing body.", number, "body")
-            continue
-        if custom_id in seen:
-            fail(
-                "duplicate_custom_id",
-                f"The custom_id {custom_id} is not unique.",
-                number,
-                "custom_id",
-            )
-        seen.add(custom_id)
-        models.add(str(body.get("model")))
-        if len(models) > 1:
-            fail(
-                "mismatched_model",
-                "All requests in a batch must use the same model.",
-                number,
-                "body.model",
-            )
-            models = {next(iter(models))}
-        requests.append(RequestRecord(custom_id, synth.serialise(body), body))
-    if not requests and not errors:
-        fail("empty_file", "The input file contains no requests.", None)
-    if len(requests) > max_requests:
-        fail("too_many_requests", f"A batch may contain at most {max_requests} requests.", None)
-    return requests, errors, next(iter(models), None)
-
-
-def token_limit_error(model: str | None) -> dict[str, Any]:
-    return {
-        "code": "token_limit_exceeded",
-        "message": (
-            f"Enqueued token limit reached for {model} in organization org-emulator. "
-            "Limit: 90,000 enqueued tokens. Please try submitting fewer tokens or wait."
-        ),
-        "line": None,
-        "param": None,
-    }
-
-
-def batch_status(prog: Progress) -> str:
-    return prog.final.value if prog.final else _STATUS[prog.phase]
-
-
-def batch_object(batch: BatchRecord, prog: Progress) -> dict[str, Any]:
-    extra = batch.extra
-    failed = prog.final is Final.FAILED
-    counts = count_results(batch, prog)
-    done_failed = counts[Result.ERRORED] + counts[Result.EXPIRED] + counts[Result.CANCELLED]
-    final_at = int(prog.ended_at) if prog.ended_at is not None else None
-    return {
-        "id": batch.id,
-        "object": "batch",
-        "endpoint": extra["endpoint"],
-        "model": extra.get("model"),
-        "errors": {"object": "list", "data": batch.validation_errors} if failed else None,
-        "input_file_id": extra["input_file_id"],
-        "completion_window": extra.get("completion_window", "24h"),
-        "status": batch_status(prog),
-        "output_file_id": extra.get("output_file_id"),
-        "error_file_id": extra.get("error_file_id"),
-        "created_at": int(batch.created_at),
-        "in_progress_at": _int(prog.started_at),
-        "expires_at": int(batch.created_at) + EXPIRY_SECONDS,
-        "finalizing_at": _int(prog.finalizing_at),
-        "completed_at": final_at if prog.final is Final.COMPLETED else None,
-        "failed_at": final_at if failed else None,
-        "expired_at": final_at if prog.final is Final.EXPIRED else None,
-        "cancelling_at": _int(prog.cancelling_at),
-        "cancelled_at": final_at if prog.final is Final.CANCELLED else None,
-        "request_counts": {
-            "total": 0 if failed else batch.total,
-            "completed": 0 if failed else counts[Result.SUCCEEDED],
-            "failed": 0 if failed else done_failed,
-        },
-        "usage": extra.get("usage"),
-        "metadata": extra.get("metadata"),
-    }
-
-
-def _int(value: float | None) -> int | None:
-    return None if value is None else int(value)
-
-
-def batch_usage(batch: BatchRecord, prog: Progress) -> dict[str, Any]:
-    input_tokens = output_tokens = cached = 0
-    for index, request in enumerate(batch.requests):
-        if result_of(request, index, prog) is Result.SUCCEEDED:
-            c = synth.complete(request.serialised)
-            input_tokens += c.input_tokens
-            output_tokens += c.output_tokens
-            cached += c.cached_tokens
-    return {
-        "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": cached},
-        "output_tokens": output_tokens,
-        "output_tokens_details": {"reasoning_tokens": 0},
-        "total_tokens": input_tokens + output_tokens,
-    }
-
-
-def result_lines(batch: BatchRecord, prog: Progress, *, errors: bool) -> Iterator[str]:
-    """The output file (``errors=False``) or the error file, one JSON line per request."""
-    created = int(prog.ended_at or batch.created_at)
-    for index in synth.shuffled(batch.total, batch.seed, batch.id):
-        request = batch.requests[index]
-        result = result_of(request, index, prog)
-        if (result is Result.SUCCEEDED) == errors:
-            continue
-        line_id = f"batch_req_{synth.digest(batch.id, request.key):016x}"
-        request_id = f"req_{synth.digest('request', batch.id, request.key):016x}"
-        if result is Result.SUCCEEDED:
-            body = endpoint_response(
-                batch.extra["endpoint"], request.body, request.serialised, created
-            )
-            response = {"status_code": 200, "request_id": request_id, "body": body}
-            line = {"id": line_id, "custom_id": request.key, "response": response, "error": None}
-        elif result is Result.ERRORED and request.error in RESPONSE_ERROR_KINDS:
-            e = OPENAI_ERRORS[request.error]
-            response = {
-                "status_code": e.status,
-                "request_id": request_id,
-                "body": openai_body(e.message, e.type, e.code),
-            }
-            line = {"id": line_id, "custom_id": request.key, "response": response, "error": None}
-        else:
-            error = _line_error(result, request.error)
-            line = {"id": line_id, "custom_id": request.key, "response": None, "error": error}
-        yield json.dumps(line) + "\n"
-
-
-def _line_error(result: Result, kind: str | None) -> dict[str, str]:
-    if result is Result.EXPIRED:
-        return {
-            "code": "batch_expired",
-            "message": "This request could not be executed before the completion window expired.",
-        }
-    if result is Result.CANCELLED:
-        return {
-            "code": "batch_cancelled",
-            "message": "This request was not executed because the batch was cancelled.",
-        }
-    e = OPENAI_ERRORS[kind or "server_error"]
-    return {"code": e.code or e.type, "message": e.message}
-
-
-# --- handlers -----------------------------------------------------------------------------
 
 
 def _error(
@@ -372,13 +61,16 @@ def _not_found(what: str, ident: str) -> web.Response:
 
 
 class OpenAIRoutes:
-    """OpenAI's files and batches routes; for another provider with the same API, ``provider``
-    names its own namespace (its files, batches and counters), ``endpoint_prefix`` is how it
-    spells batch endpoints and ``completion_windows`` what it accepts."""
+    """OpenAI's Files, Batches and synchronous endpoints.
+
+    For another provider with the same API, ``provider`` names its own namespace (its files,
+    batches and counters), ``endpoint_prefix`` is how it spells batch endpoints and
+    ``completion_windows`` what it accepts.
+    """
 
     def __init__(
         self,
-        emu: Emulator,
+        emu: Services,
         provider: str = "openai",
         *,
         endpoint_prefix: str = "/v1",
@@ -391,6 +83,12 @@ class OpenAIRoutes:
         )
         self.completion_windows = completion_windows
 
+    def state_name(self, prog: Progress) -> str:
+        return batch_status(prog)
+
+    def batch_name(self, batch: BatchRecord) -> str:
+        return batch.id
+
     def add_to(self, router: web.UrlDispatcher) -> None:
         router.add_post("/v1/files", self.upload_file)
         router.add_get("/v1/files/{id}/content", self.file_content)
@@ -399,7 +97,7 @@ class OpenAIRoutes:
         for endpoint in BATCH_ENDPOINTS:
             router.add_post(endpoint, self.sync_call)
         # GET /v1/batches, /v1/batches/{id} and /v1/files/{id} are shared with Gemini's v1
-        # paths; the server dispatches those to get_batch, list_batches and get_file.
+        # paths; routes.SharedV1Routes dispatches those to get_batch, list_batches, get_file.
 
     async def upload_file(self, request: web.Request) -> web.Response:
         form = await request.post()
@@ -434,7 +132,9 @@ class OpenAIRoutes:
         record = self._file(request.match_info["id"])
         if record is None:
             return _not_found("file", request.match_info["id"])
-        return await self.emu.stream(request, record.chunks(), "application/octet-stream")
+        return await self.emu.stream(
+            request, record.chunks(), "application/octet-stream", result=record.content is None
+        )
 
     def _file(self, file_id: str) -> FileRecord | None:
         record = self.emu.store.files.get(file_id)
@@ -445,20 +145,9 @@ class OpenAIRoutes:
             params = await request.json()
         except ValueError:
             return _error(400, "Invalid JSON body.")
-        endpoint = params.get("endpoint")
-        if endpoint not in self.batch_endpoints:
-            return _error(400, f"Invalid endpoint {endpoint!r}.", param="endpoint")
-        window = params.get("completion_window")
-        if window not in self.completion_windows:
-            return _error(
-                400,
-                f"completion_window must be one of {', '.join(self.completion_windows)}.",
-                param="completion_window",
-            )
-        metadata = params.get("metadata")
-        problem = _metadata_problem(metadata)
-        if problem:
-            return _error(400, problem, param="metadata")
+        refused = self._params_problem(params)
+        if refused is not None:
+            return refused
         input_file = self._file(str(params.get("input_file_id")))
         if input_file is None or input_file.content is None:
             return _error(
@@ -468,36 +157,54 @@ class OpenAIRoutes:
             )
         if input_file.purpose != "batch":
             return _error(400, "The input file must have purpose 'batch'.", param="input_file_id")
+        batch = self._new_batch(params, input_file.id, input_file.content)
+        return web.json_response(self.batch_json(batch))
 
+    def _new_batch(self, params: dict[str, Any], file_id: str, content: bytes) -> BatchRecord:
+        """Store the batch; validation errors fail it when it leaves ``validating``."""
         cfg = self.emu.config
-        requests, errors, model = parse_input(input_file.content, endpoint, cfg.openai_max_requests)
-        if not errors and cfg.openai_token_limit:
-            errors = [token_limit_error(model)]
+        endpoint = params["endpoint"]
+        parsed = parse_input(
+            content,
+            endpoint,
+            cfg.openai_max_requests,
+            lambda model: self.emu.knows_model(self.provider, model),
+        )
+        tokens = batch_tokens(parsed.requests)
+        errors = parsed.errors or self._quota_errors(parsed.model, tokens)
         if not errors and cfg.batch_outcome == "failed":
-            errors = [
-                {
-                    "code": "batch_failed",
-                    "message": "The batch failed (emulated).",
-                    "line": None,
-                    "param": None,
-                }
-            ]
-        batch = self.emu.new_batch(
+            errors = [BATCH_FAILED]
+        metadata = params.get("metadata")
+        caching = self.emu.caching()
+        cache_endpoint = canonical_endpoint(endpoint)
+        return self.emu.new_batch(
             self.provider,
             new_id("batch_", 32, "0123456789abcdef"),
-            requests,
+            parsed.requests,
             tag=(metadata or {}).get("batchbridge_batch_id"),
             outcome=None if errors else cfg.batch_outcome,
             validation_errors=errors,
             extra={
                 "endpoint": endpoint,
-                "input_file_id": input_file.id,
+                "input_file_id": file_id,
                 "metadata": metadata,
-                "model": model,
-                "completion_window": window,
+                "model": parsed.model,
+                "enqueued_tokens": tokens,
+                "completion_window": params["completion_window"],
             },
+            cache=lambda request, at: caching.openai(cache_endpoint, request.body, at),
         )
-        return web.json_response(self.batch_json(batch))
+
+    def _quota_errors(self, model: str | None, tokens: int) -> list[dict[str, Any]]:
+        """The token_limit_exceeded failure of a batch that would pass its model's limit."""
+        cfg = self.emu.config
+        if cfg.openai_token_limit:
+            return [token_limit_error(model, LEGACY_LIMIT)]
+        limit = cfg.openai_enqueued_token_limit.get(str(model))
+        if limit is None:
+            return []
+        in_flight = enqueued(self.emu.store.batches_of(self.provider), self.emu.now()).get(str(model), 0)
+        return [token_limit_error(model, limit)] if in_flight + tokens > limit else []
 
     async def get_batch(self, request: web.Request) -> web.Response:
         batch = self._batch(request.match_info["id"])
@@ -573,25 +280,83 @@ class OpenAIRoutes:
             batch.extra["error_file_id" if errors else "output_file_id"] = record.id
 
     async def sync_call(self, request: web.Request) -> web.Response:
-        self.emu.store.sync_calls[self.provider] += 1
+        """Chat completions, responses, completions, embeddings and moderations."""
+        self.emu.store.count_sync_call(self.provider)
         try:
             body = await request.json()
         except ValueError:
             return _error(400, "Invalid JSON body.")
-        if not isinstance(body, dict) or "model" not in body:
-            return _error(400, "you must provide a model parameter", param="model")
-        if body.get("stream"):
-            return _error(400, "Streaming is not supported by the emulator.", param="stream")
+        refused = self._sync_refusal(request.path, body)
+        if refused is not None:
+            return refused
         serialised = synth.serialise(body)
         kind = synth.marker_kind(serialised)
         if kind:
             status, payload = error_for("openai", kind)
             return web.json_response(payload, status=status)
         endpoint = request.path
-        return web.json_response(endpoint_response(endpoint, body, serialised, int(self.emu.now())))
+        now = self.emu.now()
+        cache = self.emu.caching().openai(endpoint, body, now)
+        answer = endpoint_response(endpoint, body, serialised, int(now), cache)
+        if endpoint in TIERED_ENDPOINTS:
+            answer["service_tier"] = validation.served_tier(body.get("service_tier"))
+        return web.json_response(answer)
+
+    def _sync_refusal(self, endpoint: str, body: Any) -> web.Response | None:
+        """The error answer a synchronous call gets before any work, or None."""
+        if not isinstance(body, dict) or "model" not in body:
+            return _error(400, "you must provide a model parameter", param="model")
+        model = str(body["model"])
+        if not self.emu.knows_model(self.provider, model):
+            return web.json_response(model_not_found(model), status=404)
+        if body.get("stream"):
+            return _error(400, "Streaming is not supported by the emulator.", param="stream")
+        tier = body.get("service_tier")
+        if tier is not None and endpoint in TIERED_ENDPOINTS:
+            flex_models = self.emu.config.openai_flex_models
+            problem = validation.service_tier_problem(tier, model, flex_models)
+            if problem is not None:
+                return _error(400, problem, param="service_tier")
+            if tier == "flex" and not self._flex_has_room():
+                e = FLEX_UNAVAILABLE
+                return _error(e.status, e.message, e.type, e.code)
+        return None
+
+    def _params_problem(self, params: Any) -> web.Response | None:
+        """The 400 a create call with these parameters gets, or None."""
+        if not isinstance(params, dict):
+            return _error(400, "Invalid JSON body.")
+        endpoint = params.get("endpoint")
+        if endpoint not in self.batch_endpoints:
+            return _error(400, f"Invalid endpoint {endpoint!r}.", param="endpoint")
+        if params.get("completion_window") not in self.completion_windows:
+            return _error(
+                400,
+                f"completion_window must be one of {', '.join(self.completion_windows)}.",
+                param="completion_window",
+            )
+        problem = _metadata_problem(params.get("metadata"))
+        if problem:
+            return _error(400, problem, param="metadata")
+        return None
+
+    def _flex_has_room(self) -> bool:
+        """Whether this Flex call is served or answered 429 Resource Unavailable.
+
+        A seeded draw per Flex call (not per request text) decides, so a retry of the same
+        request may be served where the first attempt was not, as on the real tier.
+        """
+        counts = self.emu.store.flex_calls
+        n = counts["served"] + counts["unavailable"]
+        rate = self.emu.config.flex_429_rate
+        served = synth.unit_fraction(self.emu.config.seed, "flex", n) >= rate
+        counts["served" if served else "unavailable"] += 1
+        return served
 
 
-def _producer(batch: BatchRecord, prog: Progress, errors: bool, garbage: int):
+def _producer(
+    batch: BatchRecord, prog: Progress, errors: bool, garbage: int
+) -> Callable[[], Iterator[str]]:
     def lines() -> Iterator[str]:
         return synth.with_malformed(result_lines(batch, prog, errors=errors), garbage, batch.id)
 

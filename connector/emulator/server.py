@@ -1,33 +1,38 @@
-"""The emulator server: route table, admin routes, HTTP fault injection, webhooks, runners."""
+"""The emulator server: its state, admin routes, HTTP fault injection and webhooks."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from . import synth, webhooks
-from .anthropic_routes import AnthropicRoutes, processing_status
-from .azure_routes import AzureRoutes
-from .compat_routes import CompatRoutes
-from .config import EmulatorConfig
-from .faults import KIND_FOR_STATUS, error_for
-from .gemini_routes import GeminiRoutes, batch_state, is_gemini
-from .openai_routes import OpenAIRoutes, batch_status
-from .state import BatchRecord, RequestRecord, Store, new_id, progress
+from . import synth, transfer, validation, webhooks
+from .caching import PromptCaching
+from .config import EmulatorConfig, HttpFault
+from .faults import fault_body
+from .gemini_routes import is_gemini
+from .openai_quota import enqueued
+from .routes import Handler, route_modules
+from .services import ProviderRoutes
+from .state import (
+    BatchRecord,
+    CacheUse,
+    RequestRecord,
+    Store,
+    new_id,
+    processed_at,
+    processed_count,
+    progress,
+)
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-STREAM_CHUNK_BYTES = 64 * 1024
 # Large enough for the biggest input any provider accepts (Anthropic: 256 MB per batch).
 MAX_BODY_BYTES = 1024 * 1024 * 1024
 WEBHOOK_POLL_SECONDS = 0.05
@@ -35,6 +40,7 @@ WEBHOOK_ATTEMPTS = 3
 
 
 def provider_of(request: web.Request) -> str:
+    """Whose error shapes an injected fault on ``request`` takes."""
     path = request.path
     if path.startswith("/v1/messages"):
         return "anthropic"
@@ -43,21 +49,15 @@ def provider_of(request: web.Request) -> str:
     return "openai"
 
 
-def _either(openai_handler: Handler, gemini_handler: Handler) -> Handler:
-    """One handler for a path both OpenAI and Gemini (``api_version="v1"``) use."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        return await (gemini_handler if is_gemini(request) else openai_handler)(request)
-
-    return handler
-
-
 class Emulator:
     """Holds the emulator's state and its aiohttp application (``emu.app``).
 
     Arguments:
         config: Start-up settings; ``reset()`` returns to them.
         clock: Wall clock in seconds, replaceable in tests.
+
+    ``monotonic`` and ``sleep`` time injected delays and paced downloads; tests may replace
+    them to observe the waits without waiting.
     """
 
     def __init__(
@@ -66,14 +66,30 @@ class Emulator:
         self._initial = config or EmulatorConfig()
         self.config = self._initial.merged({})
         self.clock = clock
+        self.monotonic: Callable[[], float] = time.monotonic
+        self.sleep: transfer.Sleep = asyncio.sleep
         self.store = Store()
         self._deliveries: set[asyncio.Task[None]] = set()
+        self._providers: dict[str, ProviderRoutes] = {}
         self.app = self._build_app()
 
     # --- public API -------------------------------------------------------------------------
 
     def now(self) -> float:
         return self.clock()
+
+    def knows_model(self, provider: str, model: str) -> bool:
+        """Whether ``provider`` serves ``model`` under the current ``known_models``."""
+        return validation.is_known(self.config.known_models, provider, model)
+
+    def caching(self) -> PromptCaching:
+        """The prompt-cache decisions under the current settings."""
+        self.store.prompt_cache.prune(self.now())
+        return PromptCaching(self.store.prompt_cache, self.config)
+
+    def register_provider(self, routes: ProviderRoutes) -> None:
+        """Let ``/_emulator/stats`` name the batches of ``routes.provider`` as they do."""
+        self._providers[routes.provider] = routes
 
     def set_faults(self, **fields: Any) -> EmulatorConfig:
         """Merge ``fields`` into the running config (ValueError on unknown or bad values)."""
@@ -86,23 +102,29 @@ class Emulator:
         self.config = self._initial.merged({})
 
     def stats(self) -> dict[str, Any]:
+        """What ``GET /_emulator/stats`` answers: counters and every batch received."""
         store = self.store
-        now = self.now()
         return {
             "batches_created": dict(store.batches_created),
             "requests_submitted": dict(store.requests_submitted),
             "sync_calls": dict(store.sync_calls),
             "files_uploaded": store.files_uploaded,
-            "batches": [
-                {
-                    "provider": b.provider,
-                    "id": b.id if b.provider != "gemini" else f"batches/{b.id}",
-                    "tag": b.tag,
-                    "state": _state_name(b, now),
-                    "total": b.total,
-                }
-                for b in store.batches.values()
-            ],
+            "flex_calls": dict(store.flex_calls),
+            "openai_enqueued_tokens": enqueued(store.batches_of("openai"), self.now()),
+            "batches": [self._batch_stats(b) for b in store.batches.values()],
+        }
+
+    def _batch_stats(self, batch: BatchRecord) -> dict[str, Any]:
+        prog = progress(batch, self.now())
+        routes = self._providers.get(batch.provider)
+        # A provider whose routes do not name their batches gets the emulator's own names.
+        state = routes.state_name(prog) if routes else (prog.final or prog.phase).value
+        return {
+            "provider": batch.provider,
+            "id": routes.batch_name(batch) if routes else batch.id,
+            "tag": batch.tag,
+            "state": state,
+            "total": batch.total,
         }
 
     @contextlib.asynccontextmanager
@@ -131,8 +153,13 @@ class Emulator:
         outcome: str | None,
         validation_errors: list[dict[str, Any]] | None = None,
         extra: dict[str, Any] | None = None,
+        cache: Callable[[RequestRecord, float], CacheUse] | None = None,
     ) -> BatchRecord:
-        """Record a batch, fixing now which requests fail, from the config at submission."""
+        """Record a batch, fixing now which requests fail, from the config at submission.
+
+        ``cache`` settles each request's prompt-cache use now, in processing order, at the
+        time the request will run: later requests read what earlier ones wrote.
+        """
         cfg = self.config
         for request in requests:
             if request.error is None:
@@ -156,30 +183,34 @@ class Emulator:
             validation_errors=validation_errors or [],
             extra=extra or {},
         )
+        if cache is not None:
+            for index in range(processed_count(batch)):
+                request = batch.requests[index]
+                if request.error is None:
+                    request.cache = cache(request, processed_at(batch, index))
         self.store.add_batch(batch)
         return batch
 
-    @staticmethod
-    def base_url(request: web.Request) -> str:
-        return f"{request.scheme}://{request.host}"
-
-    @staticmethod
     async def stream(
-        request: web.Request, chunks: Iterable[bytes], content_type: str
+        self,
+        request: web.Request,
+        chunks: Iterable[bytes],
+        content_type: str,
+        *,
+        result: bool = False,
     ) -> web.StreamResponse:
-        """Send ``chunks`` as they are produced, coalesced into writes of about 64 KiB."""
-        response = web.StreamResponse(headers={"Content-Type": content_type})
-        await response.prepare(request)
-        buffer = bytearray()
-        for chunk in chunks:
-            buffer += chunk
-            if len(buffer) >= STREAM_CHUNK_BYTES:
-                await response.write(bytes(buffer))
-                buffer.clear()
-        if buffer:
-            await response.write(bytes(buffer))
-        await response.write_eof()
-        return response
+        """Send ``chunks`` as they are produced, coalesced into writes of about 64 KiB.
+
+        A ``result`` download is paced by ``download_bytes_per_s`` and is cut short while
+        ``cut_downloads`` lasts.
+        """
+        cfg = self.config
+        cut = result and cfg.cut_downloads > 0
+        if cut:
+            cfg.cut_downloads -= 1
+        rate = cfg.download_bytes_per_s if result else None
+        pacer = transfer.Pacer(rate, self.monotonic, self.sleep)
+        return await transfer.send(request, chunks, content_type, pacer, cut=cut)
 
     # --- app wiring -------------------------------------------------------------------------
 
@@ -191,33 +222,45 @@ class Emulator:
         router.add_post("/_emulator/faults", self._set_faults_route)
         router.add_post("/_emulator/reset", self._reset_route)
 
-        openai = OpenAIRoutes(self)
-        gemini = GeminiRoutes(self)
-        openai.add_to(router)
-        AnthropicRoutes(self).add_to(router)
-        gemini.add_to(router)
-        CompatRoutes(self).add_to(router)
-        AzureRoutes(self).add_to(router)
-        router.add_get("/v1/batches", _either(openai.list_batches, gemini.list_batches))
-        router.add_get("/v1/batches/{id:[^/:]+}", _either(openai.get_batch, gemini.get_batch))
-        router.add_get("/v1/files/{id:[^/:]+}", _either(openai.get_file, gemini.get_file))
+        for module in route_modules(self):
+            module.add_to(router)
+            if isinstance(module, ProviderRoutes):
+                self.register_provider(module)
         app.cleanup_ctx.append(self._webhook_ctx)
         return app
 
     @web.middleware
     async def _http_faults(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if not request.path.startswith("/_emulator/"):
-            for fault in self.config.http_errors:
-                if fault.matches(request.method, request.path):
-                    fault.count -= 1
-                    status, body = error_for(
-                        provider_of(request), KIND_FOR_STATUS[fault.status], fault.status
-                    )
-                    headers = {}
-                    if fault.retry_after is not None:
-                        headers["Retry-After"] = format(fault.retry_after, "g")
-                    return web.json_response(body, status=status, headers=headers)
-        return await handler(request)
+        fault = self._take_fault(request)
+        if fault is None:
+            return await handler(request)
+        if fault.delay_s > 0:
+            if request.content_type != "multipart/form-data":
+                # Read the body first: a client that gives up during the delay must not
+                # stop the request from taking effect, as on a real server.
+                await request.read()
+            await self.sleep(fault.delay_s)
+        if fault.drop_response:
+            response = await handler(request)
+            transfer.close_connection(request)
+            return response
+        if fault.status is None:
+            return await handler(request)
+        headers = {}
+        if fault.retry_after is not None:
+            headers["Retry-After"] = format(fault.retry_after, "g")
+        body = fault_body(provider_of(request), fault.status, request.path)
+        return web.json_response(body, status=fault.status, headers=headers)
+
+    def _take_fault(self, request: web.Request) -> HttpFault | None:
+        """The first configured fault matching ``request``, one use of it spent."""
+        if request.path.startswith("/_emulator/"):
+            return None
+        for fault in self.config.http_errors:
+            if fault.matches(request.method, request.path):
+                fault.count -= 1
+                return fault
+        return None
 
     async def _stats_route(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats())
@@ -291,89 +334,3 @@ class Emulator:
             except aiohttp.ClientError as exc:
                 log.warning("webhook to %s failed: %s", url, exc)
             await asyncio.sleep(0.1 * 2**attempt)
-
-
-def _state_name(batch: BatchRecord, now: float) -> str:
-    prog = progress(batch, now)
-    if batch.provider == "anthropic":
-        return processing_status(prog)
-    if batch.provider == "gemini":
-        return batch_state(prog).replace("BATCH_STATE_", "JOB_STATE_")
-    return batch_status(prog)  # OpenAI and the providers served with its routes
-
-
-class EmulatorThread:
-    """The emulator on its own thread and event loop, for synchronous callers.
-
-    ``start()`` returns the base URL once the server listens; ``stop()`` shuts it down.
-    """
-
-    def __init__(
-        self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0
-    ) -> None:
-        self.emulator = Emulator(config)
-        self.host = host
-        self.port = port
-        self.url: str | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-
-    def start(self) -> str:
-        self._thread = threading.Thread(target=self._run, name="provider-emulator", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            raise self._error
-        assert self.url is not None
-        return self.url
-
-    def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        if self._thread is not None:
-            self._thread.join()
-
-    def __enter__(self) -> str:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        try:
-            self._loop.run_until_complete(self._main())
-        except BaseException as exc:  # reported to the thread that called start()
-            self._error = exc
-        finally:
-            self._ready.set()
-            self._loop.close()
-
-    async def _main(self) -> None:
-        self._stop = asyncio.Event()
-        async with self.emulator.serve(self.host, self.port) as url:
-            self.url = url
-            self._ready.set()
-            await self._stop.wait()
-
-
-def run_emulator(
-    config: EmulatorConfig | None = None,
-    host: str = "127.0.0.1",
-    port: int = 8765,
-    on_ready: Callable[[str], None] | None = None,
-) -> None:
-    """Serve until interrupted (Ctrl-C); ``on_ready`` gets the base URL once listening."""
-
-    async def main() -> None:
-        async with Emulator(config).serve(host, port) as url:
-            log.info("provider emulator listening on %s", url)
-            if on_ready is not None:
-                on_ready(url)
-            await asyncio.Event().wait()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())

@@ -22,6 +22,8 @@ PROVIDERS = ("openai", "anthropic", "gemini")
 QUEUED_FRACTION = 0.2
 FINALIZING_FRACTION = 0.8
 CANCELLING_FRACTION = 0.2
+# A batch whose injected outcome is "cancelled" is cancelled half way through.
+CANCELLED_OUTCOME_AT = 0.5
 
 
 class Phase(StrEnum):
@@ -55,12 +57,38 @@ def new_id(
     return prefix + "".join(secrets.choice(alphabet) for _ in range(length))
 
 
+@dataclass(frozen=True, slots=True)
+class CacheUse:
+    """How one request used the provider's prompt cache (tokens).
+
+    ``read`` came from the cache; ``written`` was stored in it by this request, of which
+    ``written_1h`` with Anthropic's one-hour lifetime.
+    """
+
+    read: int = 0
+    written: int = 0
+    written_1h: int = 0
+
+
+NO_CACHE = CacheUse()
+
+
 @dataclass(slots=True)
 class RequestRecord:
+    """One request of a batch: its key (custom_id), body, and the error it is made to end with.
+
+    ``error`` is an error kind (see ``config.ERROR_KINDS``); ``rejection``, when set, is the
+    provider's own error object for a request the real API refuses (unknown model, invalid
+    params), rendered in its result instead of the kind's generic error. ``cache`` is fixed
+    when the batch is created, from when the request will run.
+    """
+
     key: str
     serialised: str
     body: Any
     error: str | None = None
+    rejection: dict[str, Any] | None = None
+    cache: CacheUse = NO_CACHE
 
 
 @dataclass
@@ -131,7 +159,7 @@ def progress(batch: BatchRecord, now: float) -> Progress:
 
     cancel_at = batch.cancel_requested_at
     if batch.outcome == "cancelled" and cancel_at is None:
-        cancel_at = t0 + 0.5 * p
+        cancel_at = t0 + CANCELLED_OUTCOME_AT * p
     stuck = batch.outcome == "stuck"
     natural_end = None if stuck else end
     if cancel_at is not None and (natural_end is None or cancel_at < natural_end):
@@ -153,6 +181,25 @@ def progress(batch: BatchRecord, now: float) -> Progress:
     if batch.outcome == "failed":
         return Progress(Phase.FINAL, Final.FAILED, 0, started, None, None, end)
     return Progress(Phase.FINAL, Final.COMPLETED, batch.total, started, finalizing, None, end)
+
+
+def processed_count(batch: BatchRecord) -> int:
+    """How many requests, in input order, the batch runs (a later cancel request aside)."""
+    if batch.validation_errors or batch.outcome == "failed":
+        return 0
+    if batch.outcome == "expired":
+        return batch.total // 2
+    if batch.outcome == "cancelled":
+        return _done_by(batch, batch.created_at + CANCELLED_OUTCOME_AT * batch.processing_seconds)
+    return batch.total
+
+
+def processed_at(batch: BatchRecord, index: int) -> float:
+    """When the ``index``-th request gets its result (the inverse of the timeline's count)."""
+    p = batch.processing_seconds
+    start = batch.created_at + QUEUED_FRACTION * p
+    span = (FINALIZING_FRACTION - QUEUED_FRACTION) * p
+    return start + span * (index + 1) / max(1, batch.total)
 
 
 def _running(batch: BatchRecord, now: float, started: float, finalizing: float | None) -> Progress:
@@ -217,6 +264,48 @@ class FileRecord:
         return self._size
 
 
+# Below this many prefixes the prompt cache is never pruned.
+PRUNE_FLOOR = 10_000
+
+
+class PrefixCache:
+    """Prompt prefixes by (scope, hash), each alive over a span of time.
+
+    A prefix written at ``t`` is seen by requests at ``t`` or later until it expires; a use
+    extends its life. Batches are settled ahead of time, so a write may lie in the future
+    of a synchronous call, which then does not see it.
+    """
+
+    def __init__(self) -> None:
+        self._spans: dict[tuple[str, bytes], tuple[float, float]] = {}
+        self._prune_at = PRUNE_FLOOR
+
+    def __len__(self) -> int:
+        return len(self._spans)
+
+    def prune(self, now: float) -> None:
+        """Forget prefixes expired by ``now``, once the cache has doubled since last time.
+
+        Keeps a long-running emulator's memory bounded at a cost spread over many calls.
+        """
+        if len(self._spans) < self._prune_at:
+            return
+        self._spans = {key: span for key, span in self._spans.items() if span[1] > now}
+        self._prune_at = max(PRUNE_FLOOR, 2 * len(self._spans))
+
+    def holds(self, scope: str, key: bytes, at: float) -> bool:
+        span = self._spans.get((scope, key))
+        return span is not None and span[0] <= at < span[1]
+
+    def keep(self, scope: str, key: bytes, at: float, ttl: float) -> None:
+        """Write or refresh the prefix at ``at`` for ``ttl`` seconds."""
+        span = self._spans.get((scope, key))
+        if span is None or span[1] <= at or span[0] > at + ttl:
+            self._spans[(scope, key)] = (at, at + ttl)
+        else:
+            self._spans[(scope, key)] = (min(span[0], at), max(span[1], at + ttl))
+
+
 @dataclass
 class Store:
     """Everything the emulator remembers; ``reset`` replaces it wholesale."""
@@ -228,13 +317,20 @@ class Store:
     requests_submitted: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(PROVIDERS, 0)))
     sync_calls: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(PROVIDERS, 0)))
     files_uploaded: int = 0
+    # OpenAI Flex calls accepted and answered 429 Resource Unavailable.
+    flex_calls: dict[str, int] = field(default_factory=lambda: {"served": 0, "unavailable": 0})
     # Gemini resumable uploads in flight: upload id -> (file record, bytes so far).
     uploads: dict[str, tuple[FileRecord, bytearray]] = field(default_factory=dict)
+    prompt_cache: PrefixCache = field(default_factory=PrefixCache)
 
     def add_batch(self, batch: BatchRecord) -> None:
         self.batches[batch.id] = batch
-        self.batches_created[batch.provider] += 1
-        self.requests_submitted[batch.provider] += batch.total
+        provider = batch.provider
+        self.batches_created[provider] = self.batches_created.get(provider, 0) + 1
+        self.requests_submitted[provider] = self.requests_submitted.get(provider, 0) + batch.total
+
+    def count_sync_call(self, provider: str) -> None:
+        self.sync_calls[provider] = self.sync_calls.get(provider, 0) + 1
 
     def batches_of(self, provider: str) -> list[BatchRecord]:
         """Newest first, as every provider lists them."""

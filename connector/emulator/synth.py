@@ -17,9 +17,6 @@ from typing import Any
 
 MARKER_RE = re.compile(r"EMULATOR_FAIL:(rate_limit|server_error|overloaded|invalid_request|policy)")
 
-# Any of these in a request body means the caller asked for prompt caching.
-CACHE_HINTS = ("cache_control", "prompt_cache_key", "cachedContent", "EMULATOR_CACHE")
-
 EMBEDDING_DIMENSIONS = 8
 
 
@@ -60,12 +57,23 @@ def injected_error(
     return None
 
 
+# The token estimate every count is based on: one token per four characters of the
+# compact JSON of the request (cached prefixes are measured the same way).
+CHARS_PER_TOKEN = 4
+
+
+def tokens(chars: int) -> int:
+    """Tokens in ``chars`` characters of request text."""
+    return chars // CHARS_PER_TOKEN
+
+
 @dataclass(frozen=True, slots=True)
 class Completion:
+    """The answer to one request: its text and token counts (cache use is reported apart)."""
+
     text: str
     input_tokens: int
     output_tokens: int
-    cached_tokens: int
 
     @property
     def total_tokens(self) -> int:
@@ -75,13 +83,10 @@ class Completion:
 def complete(serialised: str) -> Completion:
     """The emulator's answer to a request: short text and realistic usage."""
     h = digest("completion", serialised)
-    input_tokens = max(1, len(serialised) // 4)
-    cacheable = any(hint in serialised for hint in CACHE_HINTS)
     return Completion(
         text=f"Emulated answer {h:016x}.",
-        input_tokens=input_tokens,
+        input_tokens=max(1, tokens(len(serialised))),
         output_tokens=20 + h % 181,
-        cached_tokens=input_tokens // 2 if cacheable else 0,
     )
 
 

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from anthropic import AsyncAnthropic
+from emulator_helpers import Clock
 from google import genai
 from google.genai import types
 from openai import AsyncOpenAI
@@ -28,6 +29,14 @@ def emu(served: tuple[Emulator, str]) -> Emulator:
     emulator, _ = served
     emulator.reset()
     return emulator
+
+
+@pytest.fixture
+def clock(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The emulator's wall clock, frozen until the test moves it."""
+    fake = Clock()
+    monkeypatch.setattr(emu, "clock", fake)
+    return fake
 
 
 @pytest.fixture

@@ -10,17 +10,19 @@ from emulator_helpers import openai_lines, poll
 from openai import AsyncOpenAI
 
 from connector.emulator import Emulator
+from connector.emulator.state import RequestRecord
 
 
 async def test_stats_route_has_the_documented_shape(
-    url: str, anthropic_client: AsyncAnthropic
+    emu: Emulator, url: str, anthropic_client: AsyncAnthropic
 ) -> None:
+    emu.set_faults(processing_seconds=60)  # still in progress when the stats are read
     batch = await anthropic_client.messages.batches.create(
         requests=[
             {
                 "custom_id": "a",
                 "params": {
-                    "model": "m",
+                    "model": "claude-haiku-4-5",
                     "max_tokens": 5,
                     "messages": [{"role": "user", "content": "x"}],
                 },
@@ -34,6 +36,8 @@ async def test_stats_route_has_the_documented_shape(
         "requests_submitted": {"openai": 0, "anthropic": 1, "gemini": 0},
         "sync_calls": {"openai": 0, "anthropic": 0, "gemini": 0},
         "files_uploaded": 0,
+        "flex_calls": {"served": 0, "unavailable": 0},
+        "openai_enqueued_tokens": {},
         "batches": [
             {
                 "provider": "anthropic",
@@ -60,6 +64,20 @@ async def test_faults_route_merges_validates_and_reset_restores(emu: Emulator, u
         assert (await http.get("/_emulator/faults")).json()["error_rate"] == 0.5
         assert (await http.post("/_emulator/reset")).status_code == 200
         assert (await http.get("/_emulator/faults")).json()["error_rate"] == 0.0
+
+
+async def test_faults_route_takes_the_transport_faults(emu: Emulator, url: str) -> None:
+    fault = {"path_regex": "^/v1/batches$", "status": None, "delay_s": 0.5, "drop_response": True}
+    async with httpx.AsyncClient(base_url=url) as http:
+        answer = await http.post(
+            "/_emulator/faults",
+            json={"http_errors": [fault], "cut_downloads": 1, "download_bytes_per_s": 1000},
+        )
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["http_errors"] == [{**fault, "count": 1, "method": None, "retry_after": None}]
+    assert body["cut_downloads"] == 1 and body["download_bytes_per_s"] == 1000
+    assert emu.config.http_errors[0].drop_response
 
 
 async def test_http_fault_applies_only_to_matching_method_and_count(
@@ -127,3 +145,13 @@ async def test_large_result_file_streams_every_line(
 
 async def test_loopback_by_default(url: str) -> None:
     assert url.startswith("http://127.0.0.1:")
+
+
+async def test_stats_count_and_name_batches_of_a_provider_without_routes(emu: Emulator) -> None:
+    # A new provider's module may store batches before it names their states.
+    emu.new_batch("other", "b1", [RequestRecord("k", "{}", {})], tag="t", outcome=None)
+    stats = emu.stats()
+    assert stats["batches_created"]["other"] == 1 and stats["requests_submitted"]["other"] == 1
+    assert stats["batches"] == [
+        {"provider": "other", "id": "b1", "tag": "t", "state": "queued", "total": 1}
+    ]

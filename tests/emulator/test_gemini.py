@@ -101,7 +101,8 @@ async def test_file_input_job_writes_a_downloadable_results_file(
     assert emu.stats()["files_uploaded"] == 1
 
 
-async def test_cancel(genai_client: genai.Client) -> None:
+async def test_cancel(emu: Emulator, genai_client: genai.Client) -> None:
+    emu.set_faults(processing_seconds=3)  # the cancel must arrive before the batch ends
     job = await genai_client.aio.batches.create(model=MODEL, src=inline("x"))
     await genai_client.aio.batches.cancel(name=job.name)
     done = await wait_final(genai_client, job.name)

@@ -129,7 +129,10 @@ async def test_expired_batch_returns_partial_results(
     assert {line["error"]["code"] for line in errors} == {"batch_expired"}
 
 
-async def test_cancel_moves_through_cancelling_to_cancelled(openai_client: AsyncOpenAI) -> None:
+async def test_cancel_moves_through_cancelling_to_cancelled(
+    emu: Emulator, openai_client: AsyncOpenAI
+) -> None:
+    emu.set_faults(processing_seconds=3)  # the cancel must arrive before the batch ends
     batch = await submit(openai_client, [(f"r{i}", "q") for i in range(4)])
     cancelling = await openai_client.batches.cancel(batch.id)
     assert cancelling.status == "cancelling" and cancelling.cancelling_at is not None
@@ -162,7 +165,8 @@ async def test_token_limit_fails_the_batch(emu: Emulator, openai_client: AsyncOp
 
 
 async def test_more_than_one_model_fails_validation(openai_client: AsyncOpenAI) -> None:
-    content = openai_lines([("a", "x")], model="gpt-a") + openai_lines([("b", "y")], model="gpt-b")
+    content = openai_lines([("a", "x")], model="gpt-4o-mini")
+    content += openai_lines([("b", "y")], model="gpt-4o")
     uploaded = await openai_client.files.create(file=("input.jsonl", content), purpose="batch")
     batch = await openai_client.batches.create(
         input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h"
@@ -249,7 +253,7 @@ async def test_sync_endpoints(emu: Emulator, openai_client: AsyncOpenAI) -> None
     assert isinstance(as_b64.data[0].embedding, str)
     with pytest.raises(openai.RateLimitError):
         await openai_client.chat.completions.create(
-            model="m", messages=[{"role": "user", "content": "EMULATOR_FAIL:rate_limit"}]
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "EMULATOR_FAIL:rate_limit"}]
         )
     assert emu.stats()["sync_calls"]["openai"] == 6
 
