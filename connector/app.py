@@ -117,8 +117,11 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
     tables = {"default": None, "partitions": settings.partitions, "extra_topic_configs": internal}
     pending = app.Table("pending", **tables)
     batches = app.Table("batches", **tables)
+    budgets = app.Table("budgets", **tables)  # daily spend per budget and work partition
 
-    deferred = DeferredLane(settings, providers, outputs, prices, pending, batches, flush=app.producer.flush)
+    deferred = DeferredLane(
+        settings, providers, outputs, prices, pending, batches, flush=app.producer.flush, budgets=budgets
+    )
     realtime = RealtimeLane(settings, providers, outputs, prices, clock=now_ms)
     intake = Intake(
         codec,
