@@ -84,23 +84,48 @@ def read_with_current(name: str, writer_schema: dict, data: bytes) -> dict:
     )
 
 
-def record_for(writer_schema: dict, name: str) -> dict:
-    """The sample record restricted to the writer's fields."""
-    full = sample(name)
-    return {f["name"]: full[f["name"]] for f in writer_schema["fields"] if f["name"] in full}
+def _branch(node):
+    """The non-null branch of a ``["null", T]`` union, else the node itself."""
+    if isinstance(node, list):
+        return next(branch for branch in node if branch != "null")
+    return node
+
+
+def project(value, writer):
+    """``value`` restricted to the fields the writer schema has, nested records included."""
+    writer = _branch(writer)
+    if value is None or not isinstance(writer, dict):
+        return value
+    if writer.get("type") == "record":
+        return {f["name"]: project(value[f["name"]], f["type"]) for f in writer["fields"] if f["name"] in value}
+    if writer.get("type") == "array":
+        return [project(item, writer["items"]) for item in value]
+    if writer.get("type") == "map":
+        return {key: project(item, writer["values"]) for key, item in value.items()}
+    return value
+
+
+def expected_read(value, writer, reader):
+    """What Avro schema resolution must give a ``reader`` for ``value`` written with ``writer``."""
+    writer, reader = _branch(writer), _branch(reader)
+    if value is None or not (isinstance(reader, dict) and reader.get("type") == "record"):
+        return value
+    written = {f["name"]: f for f in writer["fields"]}
+    out = {}
+    for f in reader["fields"]:
+        if f["name"] in written:
+            out[f["name"]] = expected_read(value[f["name"]], written[f["name"]]["type"], f["type"])
+        else:
+            assert "default" in f, f"{reader['name']}: field {f['name']} added without a default"
+            out[f["name"]] = f["default"]
+    return out
 
 
 def assert_backward(name: str, writer: dict) -> None:
     """Data written with ``writer`` reads with the current schema: kept fields equal, new ones default."""
-    record = record_for(writer, name)
+    record = project(sample(name), writer)
     decoded = _millis(read_with_current(name, writer, write_with(writer, record)))
-    current_defaults = schemas.defaults(name)
-    for f in schemas.schema_dict(name)["fields"]:
-        if f["name"] in record:
-            assert decoded[f["name"]] == record[f["name"]], f"{name}.{f['name']}"
-        else:
-            assert f["name"] in current_defaults, f"{name}: field {f['name']} added without a default"
-            assert decoded[f["name"]] == current_defaults[f["name"]]
+    assert decoded == expected_read(record, writer, schemas.schema_dict(name))
 
 
 def test_history_directory_exists():
@@ -133,6 +158,25 @@ def test_backward_check_machinery_reads_an_older_writer(name):
     breaking["fields"] = [f for f in current["fields"] if f["name"] != current["fields"][0]["name"]]
     required = [f for f in current["fields"] if "default" not in f]
     if required and required[0]["name"] == current["fields"][0]["name"]:
-        data = write_with(breaking, record_for(breaking, name))
+        data = write_with(breaking, project(sample(name), breaking))
         with pytest.raises(Exception):  # noqa: B017 - fastavro raises SchemaResolutionError
             read_with_current(name, breaking, data)
+
+
+def test_backward_check_machinery_resolves_nested_records():
+    """A writer whose nested Usage lacks a field the reader has: the reader takes its default."""
+    current = schemas.schema_dict(schemas.RESULT)
+    older = copy.deepcopy(current)
+    usage = next(f["type"] for f in older["fields"] if f["name"] == "usage")
+    usage["fields"] = [f for f in usage["fields"] if f["name"] != "cache_write_tokens"]
+    assert_backward(schemas.RESULT, older)
+    record = project(sample(schemas.RESULT), older)
+    decoded = _millis(read_with_current(schemas.RESULT, older, write_with(older, record)))
+    assert decoded["usage"]["cache_write_tokens"] == 0
+    assert sample(schemas.RESULT)["usage"]["cache_write_tokens"] != 0
+    # Without defaults in the reader's Usage, the same nested change is caught.
+    reader_usage = next(f["type"] for f in current["fields"] if f["name"] == "usage")
+    strict_usage = dict(reader_usage, fields=[{k: v for k, v in f.items() if k != "default"} for f in reader_usage["fields"]])
+    strict = dict(current, fields=[dict(f, type=strict_usage) if f["name"] == "usage" else f for f in current["fields"]])
+    with pytest.raises(AssertionError, match="cache_write_tokens added without a default"):
+        expected_read(record, older, strict)
