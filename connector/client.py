@@ -71,6 +71,7 @@ def make_request(
     reply_topic: str | None = None,
     *,
     validate: bool = True,
+    service_tier: str | None = None,
 ) -> dict[str, Any]:
     """An ``InferenceRequest`` record created now, attempt 1.
 
@@ -81,6 +82,8 @@ def make_request(
         reply_topic: honoured by the connector only if it is on its allow-list; the client
             cannot see that list, so it is not checked here.
         validate: False builds the record as given, for tests and demos of bad input.
+        service_tier: None for the lane's usual tier; "flex" lets the realtime lane use
+            OpenAI's Flex tier where the model supports it (schemas/InferenceRequest.avsc).
 
     Raises:
         connector.errors.ValidationError: the request would be dead-lettered on arrival.
@@ -96,6 +99,7 @@ def make_request(
         "reply_topic": reply_topic,
         "attempt": 1,
         "created_at": now_ms(),
+        "service_tier": service_tier,
     }
     if validate:
         validate_request(request, reply_allowlist={reply_topic} if reply_topic else frozenset())
