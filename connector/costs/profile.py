@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector.config import CostSettings
 from connector.costs.admission import estimate_tokens
 from connector.costs.prefixes import CHARS_PER_TOKEN, shared_prefix
-from connector.pricing import PriceTable
 from connector.providers.base import Usage
+
+if TYPE_CHECKING:  # the lanes' queue records import this module: keep it light
+    from connector.pricing import PriceTable
 
 # Where each API takes the output limit of a request.
 _OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens", "max_output_tokens")

@@ -8,7 +8,6 @@ now, the cache hints its requests get, and what a result or a finished batch set
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, MutableMapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -23,8 +22,6 @@ from connector.lanes.ledger import BatchPhase, BatchRecord, PendingEntry
 from connector.model import BatchKey
 from connector.pricing import PriceTable
 from connector.providers.base import BatchItem, Usage
-
-log = logging.getLogger(__name__)
 
 #: A queue with shared prefixes closes its full batches at the next tick, grouped, unless it
 #: holds this many batches' worth already.
@@ -42,16 +39,15 @@ class CostControl:
     ) -> None:
         self.cfg = settings.cost
         self.turnaround_ms = int(settings.batching.expected_turnaround_s * 1000)
-        self.settings_batch_max = settings.batching.max_requests
+        self.max_requests = settings.batching.max_requests
         self.prices = prices
         cfg = self.cfg
         limits = Limits(
             cfg.daily_budget_usd, cfg.tenant_daily_budget_usd, dict(cfg.tenant_budgets_usd)
         )
         self.budgets = Budgets(budgets if budgets is not None else {}, limits)
-        self._carried: dict[
-            tuple[BatchKey, str], int
-        ] = {}  # (key, prefix) → last batch opened with it
+        # (batch key, prefix) → when a batch carrying it was last opened (primers only)
+        self._carried: dict[tuple[BatchKey, str], int] = {}
 
     def reset(self) -> None:
         """Partitions moved: what is derived from the tables is read again."""
@@ -73,7 +69,7 @@ class CostControl:
         """Whether a full queue waits for the next tick to close (not at this arrival), so
         that what arrives meanwhile is grouped with it: it holds shared prefixes, and less
         than :data:`LOOKAHEAD_BATCHES` batches' worth."""
-        cap = min(self.settings_batch_max, provider_max)
+        cap = min(self.max_requests, provider_max)
         if not self.cfg.cache_aware_batching or length >= LOOKAHEAD_BATCHES * cap:
             return False
         return any(q.profile is not None and q.profile.prefix is not None for q in queue)
@@ -114,11 +110,12 @@ class CostControl:
 
     def opened(self, batch: BatchRecord, refs: Sequence[Queued]) -> None:
         """A batch of ``refs`` was just opened: reserve its budget, remember its prefixes."""
-        for ref in refs:
-            if ref.profile is not None and ref.profile.prefix is not None:
-                self._carried[(batch.batch_key, ref.profile.prefix)] = batch.closed_at
-        horizon = batch.closed_at - int(primer.WARM_S * 1000)
-        self._carried = {k: at for k, at in self._carried.items() if at >= horizon}
+        if self.cfg.cache_primer:
+            for ref in refs:
+                if ref.profile is not None and ref.profile.prefix is not None:
+                    self._carried[(batch.batch_key, ref.profile.prefix)] = batch.closed_at
+            horizon = batch.closed_at - int(primer.WARM_S * 1000)
+            self._carried = {k: at for k, at in self._carried.items() if at >= horizon}
         if self.budgets.enabled:
             day = budget.day_of(batch.closed_at)
             amounts = budget.reservation((_claim(r) for r in refs), self.budgets.limits)

@@ -236,3 +236,16 @@ async def test_the_realtime_lane_serves_flex_and_falls_back_when_it_is_busy(
     assert served_flex["cost_usd"] == pytest.approx(served_flex["realtime_cost_usd"] / 2)
     assert fell_back["cost_usd"] == pytest.approx(fell_back["realtime_cost_usd"])
     assert emulator.stats()["flex_calls"] == {"served": 1, "unavailable": 1}
+
+
+async def test_a_primer_batch_warms_the_cache_for_the_rest(emulator: Emulator, served) -> None:
+    _, url = served
+    run = Run(url, cache_primer=True, primer_min_saving_usd=0.0)
+    results = await run.through([request(i, "anthropic") for i in range(6)])
+    primer, rest = (b for b in emulator.stats()["batches"] if b["provider"] == "anthropic")
+    assert (primer["total"], rest["total"]) == (1, 5)
+    by_id = {r["request_id"]: r["usage"] for r in results}
+    assert by_id["anthropic-0"]["cache_write_tokens"] > 0  # the primer wrote the prefix
+    assert all(
+        by_id[f"anthropic-{i}"]["cached_tokens"] > 0 for i in range(1, 6)
+    )  # the rest read it
