@@ -22,6 +22,8 @@ def result(request_id: str, lane: str = "batch", cost: float = 0.3, **extra: obj
         "lane": lane,
         "cost_usd": cost,
         "realtime_cost_usd": 1.0,
+        "service_tier": None,
+        "cache_savings_usd": None,
         **extra,
     }
 
@@ -56,7 +58,7 @@ def test_report_without_results_has_no_breakdown() -> None:
 
 
 def test_demo_summary_renders_the_pure_summary() -> None:
-    failure = sample("InferenceFailure") | {"request_id": "c", "error_class": "invalid_input"}
+    failure = sample("InferenceFailure") | {"request_id": "c", "error_class": "invalid_input", "truncated": None}
     out = summarise(
         3,
         {"a": ("result", result("a", cache_savings_usd=0.2)), "c": ("deadletter", failure)},
@@ -72,7 +74,7 @@ def test_demo_summary_renders_the_pure_summary() -> None:
 
 
 def dead(offset: int, request_id: str | None, **fields: object) -> DeadLetter:
-    record = sample("InferenceFailure") | {"request_id": request_id, "failed_at": 1_800_000_000_000}
+    record = sample("InferenceFailure") | {"request_id": request_id, "failed_at": 1_800_000_000_000, "truncated": None}
     if request_id is None:
         record["request"] = None
     return DeadLetter("dlq", 0, offset, record | fields)

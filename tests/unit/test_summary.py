@@ -19,6 +19,7 @@ from tests.fixtures.records import sample
 def result(request_id: str, provider="openai", model="gpt-4o-mini", cost=0.5, realtime=1.0, latency_ms=2000):
     record = sample("InferenceResult")
     record.update(request_id=request_id, provider=provider, model=model, cost_usd=cost, realtime_cost_usd=realtime)
+    record.update(service_tier=None, cache_savings_usd=None)  # records of before the fields existed
     record["emitted_at"] = record["created_at"] + latency_ms
     return record
 
