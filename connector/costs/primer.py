@@ -3,8 +3,8 @@
 A batch that starts cold gets few cache hits: the provider runs its requests in parallel,
 so most of them start before the first one has written the prefix to the cache. With
 ``COST__CACHE_PRIMER`` on, a closing batch sends the first request of each shared prefix
-that is worth it in a small primer batch; the rest go in the main batch, submitted once the
-primer batch has ended and the cache is warm.
+that is worth it in a small primer batch; the other requests of those prefixes are
+submitted once the primer batch has ended and the cache is warm, the rest at once.
 
 **The cost rule.** A prefix is primed when the cache reads it buys are worth at least
 ``COST__PRIMER_MIN_SAVING_USD``: ``(n - 1) x s``, where ``n`` requests of the closing batch
@@ -51,8 +51,9 @@ def plan_primer(
     worth: Callable[[RequestProfile, int], bool],
     warm: Container[str],
     latest_start_ms: int,
-) -> tuple[list[str], list[str]]:
-    """Split a closing batch into its primer and the rest, each in the closing order.
+) -> tuple[list[str], list[str], list[str]]:
+    """Split a closing batch into its primer, the requests that wait for it, and the rest
+    (whose prefixes are not primed), each in the closing order.
 
     ``worth(profile, n)`` applies the cost rule to a prefix ``n`` members share; ``warm``
     holds the prefixes that need no primer; a group with a deadline before
@@ -62,13 +63,21 @@ def plan_primer(
     for member in members:
         if member.profile is not None and member.profile.prefix is not None:
             groups.setdefault(member.profile.prefix, []).append(member)
-    first: set[str] = set()
+    primed: set[str] = set()
     for prefix, group in groups.items():
         profile = group[0].profile
         assert profile is not None
         urgent = any(m.deadline_ms is not None and m.deadline_ms < latest_start_ms for m in group)
         if prefix not in warm and not urgent and worth(profile, len(group)):
-            first.add(group[0].request_id)
-    primer = [m.request_id for m in members if m.request_id in first]
-    rest = [m.request_id for m in members if m.request_id not in first]
-    return primer, rest
+            primed.add(prefix)
+    first = {groups[prefix][0].request_id for prefix in primed}
+    primer, waiting, rest = [], [], []
+    for m in members:
+        prefix = m.profile.prefix if m.profile is not None else None
+        if m.request_id in first:
+            primer.append(m.request_id)
+        elif prefix in primed:
+            waiting.append(m.request_id)
+        else:
+            rest.append(m.request_id)
+    return primer, waiting, rest

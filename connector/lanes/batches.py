@@ -148,10 +148,10 @@ class BatchMachine:
         batch is cut to the enqueued-token limit of its model, if one is set.
         """
         queue = index.queued[key]
-        primer, rest = self.costs.primer_split(key, [queue[rid] for rid in close.request_ids], self.clock())
+        primer, primed, rest = self.costs.primer_split(key, [queue[rid] for rid in close.request_ids], self.clock())
         rejected = []
         waits_for: list[str] = []
-        for ids, is_primer in ((primer, True), (rest, False)):
+        for ids, is_primer, waits in ((primer, True, False), (primed, False, True), (rest, False, False)):
             split = split_batches([_Sized(key.model, key.endpoint, queue[rid]) for rid in ids], limits)
             for rejection in split.rejected:
                 entry = self.ledger.entry(rejection.request.ref.request_id)
@@ -165,7 +165,7 @@ class BatchMachine:
                     ids_ = tuple(s.ref.request_id for s in part)
                     batch = self._open_one(
                         index, partition, key, Close(ids_, close.reason, sum(s.size_bytes for s in part)),
-                        primer=is_primer, waits_for=None if is_primer else list(waits_for) or None,
+                        primer=is_primer, waits_for=list(waits_for) if waits and waits_for else None,
                     )
                     if is_primer:
                         waits_for.append(batch.batch_id)

@@ -84,11 +84,12 @@ class CostControl:
     # ---------------------------------------------------------------- closing
     def primer_split(
         self, key: BatchKey, refs: Sequence[Queued], now_ms: int
-    ) -> tuple[list[str], list[str]]:
-        """The closing batch's primer requests and the rest (no primer unless configured)."""
+    ) -> tuple[list[str], list[str], list[str]]:
+        """The closing batch's primer requests, those that wait for it, and the rest (all of
+        them unless primers are configured)."""
         ids = [r.request_id for r in refs]
         if not self.cfg.cache_primer:
-            return [], ids
+            return [], [], ids
         horizon = now_ms - int(primer.WARM_S * 1000)
         warm = {prefix for (k, prefix), at in self._carried.items() if k == key and at >= horizon}
 

@@ -94,18 +94,21 @@ def test_the_cost_rule() -> None:
 def test_a_primer_holds_the_first_request_of_each_prefix_worth_it(
     queue: list[Queued], warm: set[str], unworthy: set[str], latest_start: int
 ) -> None:
-    primer, rest = plan_primer(
+    primer, waiting, rest = plan_primer(
         queue,
         worth=lambda profile, n: n >= 2 and profile.prefix not in unworthy,
         warm=warm,
         latest_start_ms=latest_start,
     )
-    assert sorted(primer + rest) == sorted(q.request_id for q in queue)
+    assert sorted(primer + waiting + rest) == sorted(q.request_id for q in queue)
     order = [q.request_id for q in queue]
-    assert primer == [r for r in order if r in primer] and rest == [r for r in order if r in rest]
+    for part in (primer, waiting, rest):
+        assert part == [r for r in order if r in part]
     by_id = {q.request_id: q for q in queue}
     primed = [prefix(by_id[r]) for r in primer]
     assert len(primed) == len(set(primed))  # one per prefix
+    assert {prefix(by_id[r]) for r in waiting} <= set(primed)  # only primed prefixes wait
+    assert not {prefix(by_id[r]) for r in rest} & set(primed)
     for p in primed:
         group = [q for q in queue if prefix(q) == p]
         assert p is not None and p not in warm and p not in unworthy and len(group) >= 2

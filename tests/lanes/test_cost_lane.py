@@ -209,28 +209,29 @@ async def test_openai_requests_are_never_rewritten() -> None:
     ]
 
 
-async def test_a_primer_batch_goes_first_and_the_rest_waits_for_it_to_end() -> None:
+async def test_a_primer_batch_goes_first_and_its_prefix_waits_for_it_to_end() -> None:
     h = Harness(cache_primer=True, primer_min_saving_usd=0.0)
     await h.feed(*[entry(i, "a") for i in range(3)], entry(3, "b"))
     await h.tick(6)
-    assert [[policy_of(b) for b in batch] for batch in h.submitted()] == [
-        ["a"]
-    ]  # b alone: nothing to prime
-    assert h.phases() == ["INTENT", "SUBMITTED"]
-    rest = [b for b in h.ledger.all_batches() if b.phase is BatchPhase.INTENT][0]
+    # The primer holds a's first request; b is alone (nothing to prime) and goes at once.
+    assert [[policy_of(b) for b in batch] for batch in h.submitted()] == [["a"], ["b"]]
+    assert h.phases() == ["INTENT", "SUBMITTED", "SUBMITTED"]
+    waiting = [b for b in h.ledger.all_batches() if b.phase is BatchPhase.INTENT][0]
     primer = [b for b in h.ledger.all_batches() if b.primer][0]
-    assert rest.waits_for == [primer.batch_id] and rest.count == 3
+    assert waiting.waits_for == [primer.batch_id] and waiting.count == 2
     await h.tick(30)
-    assert len(h.submitted()) == 1  # still waiting: the primer has not ended
+    assert len(h.submitted()) == 2  # still waiting: the primer has not ended
     h.provider.finish_all()
     await h.tick(5)
     await h.tick(1)
-    assert [[policy_of(b) for b in batch] for batch in h.submitted()] == [["a"], ["a", "a", "b"]]
-    assert all("cache_control" in json.dumps(b) for b in h.submitted()[1][:2])
+    assert [[policy_of(b) for b in batch] for batch in h.submitted()] == [["a"], ["b"], ["a", "a"]]
+    # Primer and followers carry the same breakpoint, so the followers read what it wrote.
+    assert all("cache_control" in json.dumps(b) for b in h.submitted()[0] + h.submitted()[2])
+    assert "cache_control" not in json.dumps(h.submitted()[1])
     # The prefix is warm now: the next close needs no primer.
     await h.feed(entry(10, "a"), entry(11, "a"))
     await h.tick(6)
-    assert [len(batch) for batch in h.submitted()] == [1, 3, 2]
+    assert [len(batch) for batch in h.submitted()] == [1, 1, 2, 2]
 
 
 async def test_a_primer_is_skipped_when_a_deadline_cannot_wait_for_it() -> None:
