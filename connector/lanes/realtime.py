@@ -100,24 +100,26 @@ class RealtimeLane:
         cfg = self.settings.cost
         flex_item = replace(item, body={**item.body, "service_tier": flex.FLEX})
         deadline = request.get("deadline")
+        attempts = max(1, self.settings.batching.max_attempts)
         delay = 1.0
-        for _ in range(max(1, self.settings.batching.max_attempts)):
+        for attempt in range(1, attempts + 1):
             window = flex.flex_window_s(deadline, self.clock(), timeout_s=cfg.flex_timeout_s, reserve_s=cfg.flex_standard_reserve_s)
             if window is None:
                 return None
             outcome = await self._call(provider, flex_item, window)
             if outcome.kind is OutcomeKind.SUCCEEDED:
                 return outcome
-            if outcome.kind is OutcomeKind.PERMANENT:
-                return None  # Flex refused it (the model, the tier): the standard tier decides
-            wait = outcome.retry_after if outcome.retry_after is not None else delay * random.uniform(0.8, 1.2)
+            if outcome.kind is OutcomeKind.PERMANENT or attempt == attempts:
+                return None  # refused (the model, the tier), or out of attempts: the standard tier answers
+            hint = outcome.retry_after if outcome.retry_after is not None else delay * random.uniform(0.8, 1.2)
+            wait = min(hint, self.settings.poll_max_s)
             later = self.clock() + int(wait * 1000)
             if flex.flex_window_s(deadline, later, timeout_s=cfg.flex_timeout_s, reserve_s=cfg.flex_standard_reserve_s) is None:
                 return None
             log.info("realtime %s: Flex %s, trying Flex again in %.1fs", request["request_id"], outcome.error_code, wait)
-            await self._sleep(min(wait, self.settings.poll_max_s))
+            await self._sleep(wait)
             delay = min(delay * 2, 30.0)
-        return None
+        raise AssertionError("unreachable: the last attempt returns")
 
     async def _call_with_retries(self, provider: Provider, item: BatchItem, request_id: str) -> Outcome:
         delay = 1.0

@@ -102,9 +102,12 @@ def request(i: int, provider: str, system: str = POLICY, **extra: Any) -> dict[s
 class Run:
     """A deferred lane on one work partition, ticked until every request has its outcome."""
 
-    def __init__(self, url: str, *, max_requests: int = 50, **cost: Any) -> None:
+    def __init__(
+        self, url: str, *, max_requests: int = 50, quota_retries: int = 6, **cost: Any
+    ) -> None:
         batching = BatchingSettings(
             max_requests=max_requests,
+            max_quota_retries=quota_retries,
             min_batch=1,
             max_wait_s=0.2,
             max_linger_s=1,
@@ -168,8 +171,9 @@ async def test_without_admission_the_same_workload_hits_the_limit(
 ) -> None:
     """The control: the emulator does fail what admission holds back."""
     _, url = served
-    emulator.set_faults(openai_enqueued_token_limit={"gpt-4o-mini": 12_000}, processing_seconds=0.3)
-    run = Run(url, max_requests=2)
+    # Batches take 2 s: however slow this machine, three of them are in flight at once.
+    emulator.set_faults(openai_enqueued_token_limit={"gpt-4o-mini": 12_000}, processing_seconds=2.0)
+    run = Run(url, max_requests=2, quota_retries=100)
     results = await run.through([request(i, "openai") for i in range(12)])
     assert len(results) == 12  # quota-failed batches were resubmitted later
     assert _failed_for_quota(emulator) != []
@@ -229,13 +233,14 @@ async def test_the_realtime_lane_serves_flex_and_falls_back_when_it_is_busy(
     }
     await lane.handle(flex_request, None)
     emulator.set_faults(flex_429_rate=1.0)
-    await lane.handle({**flex_request, "request_id": "busy", "deadline": now_ms() + 11_500}, None)
+    # Room for two Flex attempts (max_attempts) before the deadline, then the standard tier.
+    await lane.handle({**flex_request, "request_id": "busy", "deadline": now_ms() + 30_000}, None)
     await providers["openai"].aclose()
     served_flex, fell_back = out.results
     assert served_flex["service_tier"] == "flex" and fell_back["service_tier"] == "standard"
     assert served_flex["cost_usd"] == pytest.approx(served_flex["realtime_cost_usd"] / 2)
     assert fell_back["cost_usd"] == pytest.approx(fell_back["realtime_cost_usd"])
-    assert emulator.stats()["flex_calls"] == {"served": 1, "unavailable": 1}
+    assert emulator.stats()["flex_calls"] == {"served": 1, "unavailable": 2}
 
 
 async def test_a_primer_batch_warms_the_cache_for_the_rest(emulator: Emulator, served) -> None:
