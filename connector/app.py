@@ -128,9 +128,17 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
         }
     pending = app.Table("pending", **tables)
     batches = app.Table("batches", **tables)
+    budgets = app.Table("budgets", **tables)  # daily spend per budget and work partition
 
     deferred = DeferredLane(
-        settings, providers, outputs, prices, DirectTable.wrap(pending), DirectTable.wrap(batches), flush=app.producer.flush
+        settings,
+        providers,
+        outputs,
+        prices,
+        DirectTable.wrap(pending),
+        DirectTable.wrap(batches),
+        flush=app.producer.flush,
+        budgets=budgets,
     )
     realtime = RealtimeLane(settings, providers, outputs, prices, clock=now_ms)
     intake = Intake(

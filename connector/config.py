@@ -136,6 +136,56 @@ class BatchingSettings(BaseModel):
     max_batch_failures: int = Field(5, ge=1)  # unexpected errors in a row before a batch's requests are retried
 
 
+#: OpenAI's models with Flex processing (its Flex guide); others are served at the standard tier.
+FLEX_MODELS = ["gpt-5", "gpt-5-mini", "gpt-5-nano", "o3", "o4-mini"]
+
+
+class CostSettings(BaseModel):
+    """Spending less than the batch discount alone: prompt caching, Flex, admission, budgets.
+
+    See ``connector/costs/`` for the rules each setting drives.
+    """
+
+    # Cache-aware batching: requests of a batch key that share a prompt prefix (tools,
+    # system prompt, leading messages) of at least cache_min_prefix_tokens go together.
+    cache_aware_batching: bool = True
+    cache_min_prefix_tokens: int = Field(1024, ge=1)  # estimated as 4 characters a token
+    # Anthropic only caches at cache_control breakpoints: add one at the end of a shared
+    # prefix to requests that have none.
+    anthropic_cache_breakpoints: bool = True
+    # Send one request per shared prefix in a primer batch first, the rest once it ended,
+    # when the cache reads that buys are worth at least primer_min_saving_usd.
+    cache_primer: bool = False
+    primer_min_saving_usd: float = Field(0.05, ge=0)
+    # OpenAI Flex: for realtime requests that opt in (service_tier "flex") and, with
+    # flex_for_escalations, for deferred requests escalated near their deadline.
+    flex_models: list[str] = Field(default_factory=lambda: list(FLEX_MODELS))
+    flex_for_escalations: bool = True
+    flex_timeout_s: float = Field(60.0, gt=0)  # one Flex attempt at most this long
+    flex_standard_reserve_s: float = Field(10.0, ge=0)  # before a deadline, kept for the standard tier
+    # Enqueued-token admission control: "provider/model" → input tokens allowed in
+    # submitted batches of this worker; a batch over it waits in INTENT.
+    enqueued_token_limits: dict[str, int] = Field(default_factory=dict)
+    bytes_per_token: float = Field(3.0, gt=0)  # the token estimate: body bytes per token
+    # Daily budgets in USD (UTC days): overall, per tenant (the metadata key names the
+    # tenant), with per-tenant overrides. Over budget: hold requests or dead-letter them.
+    daily_budget_usd: float | None = Field(None, ge=0)
+    tenant_daily_budget_usd: float | None = Field(None, ge=0)
+    tenant_budgets_usd: dict[str, float] = Field(default_factory=dict)
+    tenant_metadata_key: str = "tenant"
+    over_budget: Literal["hold", "deadletter"] = "hold"
+    budget_output_tokens: int = Field(1024, ge=0)  # output reserved for a request that sets no maximum
+
+    @field_validator("enqueued_token_limits")
+    @classmethod
+    def _limit_keys(cls, limits: dict[str, int]) -> dict[str, int]:
+        for key, limit in limits.items():
+            provider, _, model = key.partition("/")
+            if not provider or not model or limit < 1:
+                raise ValueError(f"enqueued_token_limits: {key!r}: expected 'provider/model': tokens >= 1")
+        return limits
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BATCHBRIDGE_",
@@ -161,6 +211,7 @@ class Settings(BaseSettings):
     webhook_port: int | None = None  # serve POST /webhooks/openai here when set (needs the secret)
 
     batching: BatchingSettings = BatchingSettings()
+    cost: CostSettings = CostSettings()
     app_id: str = "batchbridge"
     partitions: int = Field(4, ge=1)  # internal topics and tables
     replication_factor: int = Field(1, ge=1)  # internal topics and tables

@@ -32,7 +32,7 @@ from connector.broker import EmbeddedBroker, stop_process_group
 from connector.client import RequestProducer, ResultWatcher, now_ms, read_topics
 from connector.config import Settings
 from connector.errors import BatchBridgeError
-from connector.workload import build_workload
+from connector.workload import demo_workload
 
 Say = Callable[[str], None]
 
@@ -66,6 +66,7 @@ class DemoOptions:
     error_rate: float = 0.02
     error_kinds: list[str] = field(default_factory=lambda: ["rate_limit", "invalid_request"])
     seed: int = 7
+    flex_429_rate: float = 0.1  # Flex calls the emulator answers 429 Resource Unavailable
 
 
 @dataclass
@@ -178,7 +179,22 @@ def summarise(
         "p50_s": None if p50 is None else round(p50, 2),
         "p95_s": None if p95 is None else round(p95, 2),
         **summary.cost_report(results).as_dict(),
+        "workloads": workload_reports(results),
     }
+
+
+def workload_reports(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Cost, saving and its breakdown per workload (the results' ``workload`` metadata)."""
+    by_workload: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        name = (result.get("metadata") or {}).get("workload", "-")
+        by_workload.setdefault(name, []).append(result)
+    reports = {}
+    for name, members in sorted(by_workload.items()):
+        report = summary.cost_report(members).as_dict()
+        del report["by_model"]
+        reports[name] = {"results": len(members), **report}
+    return reports
 
 
 @dataclass(frozen=True)
@@ -220,6 +236,7 @@ def start_stack(
             error_rate=options.error_rate,
             error_kinds=list(options.error_kinds),
             seed=options.seed,
+            flex_429_rate=options.flex_429_rate,
         )
     )
     url = emulator.start()
@@ -240,7 +257,7 @@ def start_stack(
 
 def send_workload(settings: Settings, requests: int, run_id: str, say: Say) -> list[str]:
     """Produce the sample workload; return its request ids once the broker confirmed them."""
-    items = build_workload(requests, run_id, now_ms())
+    items = demo_workload(requests, run_id, now_ms())
     with RequestProducer(settings) as producer:
         for item in items:
             producer.send(item.request, lane=item.lane)
@@ -249,7 +266,9 @@ def send_workload(settings: Settings, requests: int, run_id: str, say: Say) -> l
     kinds = Counter(item.kind for item in items)
     say(
         f"sent {len(items)} requests ({kinds['realtime']} realtime, {kinds['deadline']} near deadline, "
-        f"{kinds['invalid_endpoint'] + kinds['invalid_body']} invalid)"
+        f"{kinds['invalid_endpoint'] + kinds['invalid_body']} invalid; "
+        f"{kinds['policy'] + kinds['policy_flex']} under a shared support policy, "
+        f"{kinds['policy_flex']} of them realtime at the Flex tier)"
     )
     return [item.request["request_id"] for item in items]
 

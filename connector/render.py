@@ -179,6 +179,26 @@ def _demo_overview(result: Mapping[str, Any]) -> Table:
     return overview
 
 
+def _workload_table(workloads: Mapping[str, Mapping[str, Any]]) -> Table:
+    table = Table(title="By workload: saving against realtime prices without caching")
+    columns = ("workload", "results", "cost", "realtime cost", "saving", "batch discount", "prompt cache", "Flex tier")
+    for column in columns:
+        table.add_column(column, justify="left" if column == "workload" else "right")
+    for name, report in workloads.items():
+        savings = report["savings"]
+        table.add_row(
+            name,
+            str(report["results"]),
+            money(report["cost_usd"]),
+            money(report["realtime_cost_usd"]),
+            "-" if report["saving_pct"] is None else f"{report['saving_pct']}%",
+            money(savings["batch_discount_usd"]),
+            money(savings["cache_usd"]),
+            money(savings["flex_usd"]),
+        )
+    return table
+
+
 def demo_summary(result: Mapping[str, Any]) -> Group:
     """``demo``: the overview, the per-model costs, and where the worker logs are."""
     models = Table(title="By model")
@@ -194,7 +214,10 @@ def demo_summary(result: Mapping[str, Any]) -> Group:
             money(row["realtime_cost_usd"]),
             "-" if row["saving_pct"] is None else f"{row['saving_pct']}%",
         )
-    return Group(_demo_overview(result), models, f"worker log: {', '.join(result['worker_logs'])}")
+    parts: list[Any] = [_demo_overview(result), models]
+    if result.get("workloads"):
+        parts.append(_workload_table(result["workloads"]))
+    return Group(*parts, f"worker log: {', '.join(result['worker_logs'])}")
 
 
 def progress(console: Console, label: str) -> Progress:

@@ -1,8 +1,16 @@
 """The demo's sample workload: support tickets to classify, documents to summarise.
 
-Pure: :func:`build_workload` turns the data set shipped in ``connector/data/`` into N
-requests spread over the three providers, with a few realtime, near-deadline and
-deliberately invalid ones, so a demo run shows every path of the connector.
+Pure: the data set shipped in ``connector/data/`` becomes requests of two workloads
+(metadata ``workload``); :func:`demo_workload` mixes them for the demo.
+
+- ``mixed`` (:func:`build_workload`): spread over the three providers, with a few realtime,
+  near-deadline and deliberately invalid ones, so a demo run shows every path of the
+  connector;
+- ``support_policy`` (:func:`policy_workload`, :data:`POLICY_SHARE` of the demo): tickets
+  classified under a long shared system prompt, the support policy in
+  ``connector/data/support_policy.yaml`` (about 2,400 tokens), so the prompt caches stack
+  with the batch discount; one in :data:`FLEX_EVERY` is a realtime request that opts into
+  OpenAI's Flex tier.
 """
 
 from __future__ import annotations
@@ -13,16 +21,30 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any, Literal
 
+import yaml
+
 from connector.client import make_request
+from connector.costs.flex import FLEX
 
 OPENAI_CHAT = ("openai", "gpt-4o-mini", "/v1/chat/completions")
 OPENAI_EMBEDDINGS = ("openai", "text-embedding-3-small", "/v1/embeddings")
 ANTHROPIC = ("anthropic", "claude-3-5-haiku-latest", "/v1/messages")
 GEMINI = ("gemini", "gemini-2.5-flash", "generateContent")
 
+POLICY_TARGETS = (
+    ("anthropic", "claude-3-5-haiku-latest", "/v1/messages"),
+    ("openai", "gpt-5-mini", "/v1/chat/completions"),
+    ("gemini", "gemini-2.5-flash", "generateContent"),
+)
+FLEX_TARGET = ("openai", "gpt-5-mini", "/v1/chat/completions")
+MIXED = "mixed"
+SUPPORT_POLICY = "support_policy"
+POLICY_SHARE = 0.4  # of the demo's requests
+FLEX_EVERY = 20  # one support_policy request in this many is realtime at the Flex tier
+
 NEAR_DEADLINE_S = 8.0
 
-Kind = Literal["batch", "realtime", "deadline", "invalid_endpoint", "invalid_body"]
+Kind = Literal["batch", "realtime", "deadline", "invalid_endpoint", "invalid_body", "policy", "policy_flex"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +58,15 @@ class WorkItem:
 def load_dataset() -> dict[str, Any]:
     text = resources.files("connector").joinpath("data/demo_workload.json").read_text(encoding="utf-8")
     return json.loads(text)
+
+
+@lru_cache(maxsize=1)
+def support_policy() -> str:
+    """The support policy as one system prompt."""
+    text = resources.files("connector").joinpath("data/support_policy.yaml").read_text(encoding="utf-8")
+    policy = yaml.safe_load(text)
+    sections = "\n\n".join(f"{s['title']}\n{s['text']}" for s in policy["sections"])
+    return f"{policy['title']}\n\n{policy['instruction']}\n\n{sections}"
 
 
 def _prompt(task: str, index: int, data: dict[str, Any]) -> tuple[str, str]:
@@ -95,8 +126,37 @@ def _target(i: int) -> tuple[str, str, str]:
     return ANTHROPIC if provider == 1 else GEMINI
 
 
+def demo_workload(n: int, run_id: str, now_ms: int) -> list[WorkItem]:
+    """The demo's ``n`` requests: the mixed workload, then :data:`POLICY_SHARE` of them
+    under the shared support policy."""
+    policy = int(n * POLICY_SHARE)
+    return build_workload(n - policy, run_id, now_ms) + policy_workload(policy, run_id, now_ms, first=n - policy)
+
+
+def policy_workload(n: int, run_id: str, now_ms: int, *, first: int = 0) -> list[WorkItem]:
+    """``n`` tickets classified under the support policy, ids from ``demo-<run_id>-<first>``."""
+    data = load_dataset()
+    items: list[WorkItem] = []
+    for j in range(n):
+        i = first + j
+        kind: Kind = "policy_flex" if j % FLEX_EVERY == FLEX_EVERY - 1 else "policy"
+        provider, model, endpoint = FLEX_TARGET if kind == "policy_flex" else POLICY_TARGETS[j % 3]
+        ticket = data["tickets"][j % len(data["tickets"])]
+        metadata = {"task": "classify", "source": "demo", "item": str(i), "workload": SUPPORT_POLICY}
+        body = _body((provider, model, endpoint), support_policy(), ticket, 20)
+        if model.startswith("gpt-5"):  # reasoning models take no max_tokens
+            body["max_completion_tokens"] = body.pop("max_tokens")
+        tier = FLEX if kind == "policy_flex" else None
+        request = make_request(
+            f"demo-{run_id}-{i:05d}", provider, model, endpoint, body, metadata=metadata, service_tier=tier
+        )
+        request["created_at"] = now_ms
+        items.append(WorkItem("realtime" if kind == "policy_flex" else "deferred", kind, request))
+    return items
+
+
 def build_workload(n: int, run_id: str, now_ms: int) -> list[WorkItem]:
-    """``n`` demo requests with ids ``demo-<run_id>-<i>``, created at ``now_ms``."""
+    """``n`` requests of the mixed workload with ids ``demo-<run_id>-<i>``, created at ``now_ms``."""
     data = load_dataset()
     items: list[WorkItem] = []
     for i in range(n):
@@ -106,7 +166,7 @@ def build_workload(n: int, run_id: str, now_ms: int) -> list[WorkItem]:
         system, text = _prompt(task, i, data)
         body: dict[str, Any] | str = _body(target, system, text, 120 if task == "summarise" else 10)
         provider, model, endpoint = target
-        metadata = {"task": task, "source": "demo", "item": str(i)}
+        metadata = {"task": task, "source": "demo", "item": str(i), "workload": MIXED}
         if kind == "invalid_endpoint":
             endpoint = "/v1/unknown"
         elif kind == "invalid_body":

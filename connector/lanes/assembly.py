@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from connector.config import BatchingSettings
+from connector.costs.profile import RequestProfile
 
 COUNT = "count"
 BYTES = "bytes"
@@ -21,6 +22,7 @@ class Queued:
     arrived_ms: int
     size: int  # serialised body bytes
     deadline_ms: int | None = None
+    profile: RequestProfile | None = None  # what the cost rules know of it (connector.costs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +71,22 @@ def plan_closes(
         if reason:
             closes.append(Close(tuple(q.request_id for q in rest), reason, sum(q.size for q in rest)))
     return closes
+
+
+def group_by_prefix(queue: Sequence[Queued]) -> list[Queued]:
+    """``queue`` (arrival order) with the requests that share a prompt prefix side by side.
+
+    Groups follow the arrival of their oldest request and keep arrival order inside; a
+    request without a shared prefix is a group of its own. So the oldest request stays
+    first, batches cut from the result hold whole runs of a prefix (one cache write each,
+    then reads), and no request is overtaken by a later one of its own group.
+    """
+    groups: dict[tuple[int, str], list[Queued]] = {}
+    for q in queue:
+        prefix = q.profile.prefix if q.profile is not None else None
+        key = (0, prefix) if prefix is not None else (1, q.request_id)
+        groups.setdefault(key, []).append(q)
+    return [q for group in groups.values() for q in group]
 
 
 def _time_reason(rest: Sequence[Queued], now_ms: int, cfg: BatchingSettings) -> str | None:

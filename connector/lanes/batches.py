@@ -28,6 +28,7 @@ from connector import metrics
 from connector.config import Settings
 from connector.lanes import records
 from connector.lanes.assembly import Close, Queued
+from connector.lanes.cost_control import CostControl
 from connector.lanes.delivery import Delivery, DeliveryFailed, Sent
 from connector.lanes.index import PartitionIndex
 from connector.lanes.ledger import BatchPhase, BatchRecord, EntryState, Ledger, PendingEntry
@@ -107,6 +108,7 @@ class BatchMachine:
         delivery: Delivery,
         flush: Callable[[], Any],
         clock: Callable[[], int],
+        costs: CostControl,
     ) -> None:
         self.settings = settings
         self.cfg = settings.batching
@@ -121,6 +123,10 @@ class BatchMachine:
         self._cancel_sent: set[str] = set()
         self._not_found: dict[str, int] = {}
         self._emissions: dict[str, _Emission] = {}
+        self.costs = costs
+        # Every batch not yet EMITTED on this worker (admission counts them); set by the lane.
+        self.peers: Callable[[], Iterable[BatchRecord]] = lambda: ()
+        self._held: set[str] = set()  # batches waiting in INTENT (logged once)
 
     def reset(self) -> None:
         """Forget what this process knew about its batches (partitions were revoked or reassigned).
@@ -129,26 +135,46 @@ class BatchMachine:
         """
         self._fresh.clear()
         self._not_found.clear()
+        self._held.clear()
         for emission in self._emissions.values():
             _close_quietly(emission.stream)
         self._emissions.clear()
 
     # ---------------------------------------------------------------- opening
     async def open(self, index: PartitionIndex, partition: int, key: BatchKey, close: Close, limits: ProviderLimits) -> None:
-        """Turn a close into batches: the provider's own rules (envelopes included) have the last word."""
+        """Turn a close into batches: the provider's own rules (envelopes included) have the last word.
+
+        A primer batch (cost rules permitting) goes first and the rest waits for it; every
+        batch is cut to the enqueued-token limit of its model, if one is set.
+        """
         queue = index.queued[key]
-        split = split_batches([_Sized(key.model, key.endpoint, queue[rid]) for rid in close.request_ids], limits)
+        primer, primed, rest = self.costs.primer_split(key, [queue[rid] for rid in close.request_ids], self.clock())
         rejected = []
-        for rejection in split.rejected:
-            entry = self.ledger.entry(rejection.request.ref.request_id)
-            assert entry is not None
-            rejected.append(await self.delivery.fail(None, entry, records.OVERSIZE, None, rejection.reason))
-        for sized in split.batches:
-            ids = tuple(s.ref.request_id for s in sized)
-            self._open_one(index, partition, key, Close(ids, close.reason, sum(s.size_bytes for s in sized)))
+        waits_for: list[str] = []
+        for ids, is_primer, waits in ((primer, True, False), (primed, False, True), (rest, False, False)):
+            split = split_batches([_Sized(key.model, key.endpoint, queue[rid]) for rid in ids], limits)
+            for rejection in split.rejected:
+                entry = self.ledger.entry(rejection.request.ref.request_id)
+                assert entry is not None
+                rejected.append(await self.delivery.fail(None, entry, records.OVERSIZE, None, rejection.reason))
+            for sized in split.batches:
+                start = 0
+                for run in self.costs.token_runs(key, [s.size_bytes for s in sized]):
+                    part = sized[start : start + run]
+                    start += run
+                    ids_ = tuple(s.ref.request_id for s in part)
+                    batch = self._open_one(
+                        index, partition, key, Close(ids_, close.reason, sum(s.size_bytes for s in part)),
+                        primer=is_primer, waits_for=list(waits_for) if waits and waits_for else None,
+                    )
+                    if is_primer:
+                        waits_for.append(batch.batch_id)
         await self.delivery.settle(index, rejected)
 
-    def _open_one(self, index: PartitionIndex, partition: int, key: BatchKey, close: Close) -> None:
+    def _open_one(
+        self, index: PartitionIndex, partition: int, key: BatchKey, close: Close, *,
+        primer: bool = False, waits_for: list[str] | None = None,
+    ) -> BatchRecord:
         """Queued requests become one batch in INTENT: durable before any provider call."""
         queue = index.queued[key]
         now = self.clock()
@@ -162,7 +188,10 @@ class BatchMachine:
             close_reason=close.reason,
             opened_at=min(queue[rid].arrived_ms for rid in close.request_ids),
             closed_at=now,
+            primer=primer,
+            waits_for=waits_for,
         )
+        self.costs.opened(batch, [queue[rid] for rid in close.request_ids])
         self.ledger.put_batch(batch)
         index.add_batch(batch)
         for cid, rid in assign_custom_ids(close.request_ids).items():
@@ -174,7 +203,9 @@ class BatchMachine:
             index.add_member(member)
         self._fresh.add(batch.batch_id)
         metrics.labelled(metrics.BATCH_TRANSITIONS, key.provider, BatchPhase.INTENT).inc()
-        log.info("batch %s: %d requests for %s closed by %s", batch.batch_id, batch.count, key, close.reason)
+        log.info("batch %s: %d requests for %s closed by %s%s", batch.batch_id, batch.count, key, close.reason,
+                 " (primer)" if primer else "")
+        return batch
 
     # ---------------------------------------------------------------- driving
     def poke(self, provider_batch_id: str, batches: Iterable[BatchRecord]) -> bool:
@@ -262,7 +293,23 @@ class BatchMachine:
                              error_message=batch.last_error)
 
     # ---------------------------------------------------------------- submit
+    def _may_submit(self, index: PartitionIndex, batch: BatchRecord) -> bool:
+        """Whether an INTENT batch may go now: its primer ended, its tokens fit the limit."""
+        primer = next((w for w in batch.waits_for or () if w in index.batches and not index.batches[w].phase.has_ended), None)
+        why = f"waits for primer batch {primer}" if primer else None
+        if why is None and not self.costs.admits(batch, self.peers()):
+            why = "waits for enqueued tokens of earlier batches to clear"
+        if why is None:
+            self._held.discard(batch.batch_id)
+            return True
+        if batch.batch_id not in self._held:
+            self._held.add(batch.batch_id)
+            log.info("batch %s %s", batch.batch_id, why)
+        return False
+
     async def _submit(self, index: PartitionIndex, batch: BatchRecord, provider: Provider) -> None:
+        if not self._may_submit(index, batch):
+            return  # asked again at the next tick
         handle = None
         if batch.batch_id not in self._fresh:
             # A previous attempt (maybe by a worker that died) may have reached the provider.
@@ -307,12 +354,14 @@ class BatchMachine:
 
     def _items(self, index: PartitionIndex, batch: BatchRecord) -> list[BatchItem]:
         items = []
+        profiles = []
         for cid, rid in index.members.get(batch.batch_id, {}).items():
             entry = self.ledger.entry(rid)
             assert entry is not None and entry.request is not None
             req = entry.request
             items.append(BatchItem(custom_id=cid, model=req["model"], endpoint=req["endpoint"], body=json.loads(req["body"])))
-        return items
+            profiles.append(entry.profile)
+        return self.costs.cache_hints(batch, items, profiles)
 
     # ---------------------------------------------------------------- poll
     async def _poll(self, index: PartitionIndex, batch: BatchRecord, provider: Provider) -> bool:
@@ -476,6 +525,8 @@ class BatchMachine:
             counts = {"succeeded": batch.succeeded, "failed": batch.failed}
         _log_if_undelivered(await self.out.batch_event(records.batch_event(batch, previous=previous, now=self.clock(), **counts)))
         if phase is BatchPhase.EMITTED:
+            self.costs.finished(batch)
+            self._held.discard(batch.batch_id)
             index.retire(batch, self.clock())
             self._backoff.pop(batch.batch_id, None)
             self._cancel_sent.discard(batch.batch_id)

@@ -17,17 +17,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
 from connector import metrics
 from connector.config import Settings
 from connector.lanes import records
-from connector.lanes.assembly import MAX_PENDING, must_escalate, plan_closes
+from connector.lanes.assembly import MAX_PENDING, Close, must_escalate, plan_closes
 from connector.lanes.batches import BatchMachine
+from connector.lanes.cost_control import CostControl
 from connector.lanes.delivery import Delivery, DeliveryFailed
 from connector.lanes.index import PartitionIndex
-from connector.lanes.ledger import BatchPhase, EntryState, Ledger, PendingEntry
+from connector.lanes.ledger import BatchPhase, BatchRecord, EntryState, Ledger, PendingEntry
 from connector.lanes.outputs import Outputs
 from connector.model import BatchKey
 from connector.pricing import PriceTable
@@ -54,6 +55,7 @@ class DeferredLane:
         batches: MutableMapping[str, Any],
         flush: Callable[[], Any],
         clock: Callable[[], int] = now_ms,
+        budgets: MutableMapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
         self.cfg = settings.batching
@@ -62,8 +64,10 @@ class DeferredLane:
             pending, batches, pending_store=getattr(pending, "data", None), batches_store=getattr(batches, "data", None)
         )
         self.clock = clock
-        self.delivery = Delivery(self.ledger, outputs, prices, self.cfg, clock)
-        self.machine = BatchMachine(settings, self.ledger, providers, outputs, self.delivery, flush, clock)
+        self.costs = CostControl(settings, prices, budgets)
+        self.delivery = Delivery(self.ledger, outputs, prices, self.cfg, clock, self.costs)
+        self.machine = BatchMachine(settings, self.ledger, providers, outputs, self.delivery, flush, clock, self.costs)
+        self.machine.peers = self._all_batches
         self._parts: dict[int, PartitionIndex] = {}
         self.dedupe_window_ms = int(settings.dedupe_window_s * 1000)
 
@@ -72,11 +76,15 @@ class DeferredLane:
         """Forget every derived index (on rebalance): they are rebuilt from the tables."""
         self._parts.clear()
         self.machine.reset()
+        self.costs.reset()
 
     def poke(self, provider_batch_id: str) -> bool:
         """Poll this provider batch on the next tick (a webhook said it changed)."""
-        batches = (b for part in self._parts.values() for b in part.batches.values())
-        return self.machine.poke(provider_batch_id, batches)
+        return self.machine.poke(provider_batch_id, self._all_batches())
+
+    def _all_batches(self) -> Iterator[BatchRecord]:
+        """Every batch not yet EMITTED on the partitions this worker owns."""
+        return (b for part in self._parts.values() for b in part.batches.values())
 
     def live_requests(self) -> int:
         """Requests queued or in flight on every partition this worker owns."""
@@ -109,7 +117,7 @@ class DeferredLane:
                 # Rewrite it: a crash may have kept this write in the local store only.
                 self.ledger.put_entry(existing)
             return
-        entry = entry.queued(p, self.clock())
+        entry = self.costs.profiled(entry.queued(p, self.clock()))
         self.ledger.put_entry(entry)
         part.add_queued(entry)
         metrics.labelled(metrics.REQUESTS_IN, "deferred").inc()
@@ -177,8 +185,10 @@ class DeferredLane:
             or part.queued_bytes.get(key, 0) > min(self.cfg.max_bytes, limits.max_bytes)
         ):
             return  # the common arrival: nothing is full, no need to plan
+        if full_only and self.costs.closes_at_tick(queue.values(), len(queue), limits.max_requests):
+            return  # shared prefixes: the next tick closes them, grouped
         closes = plan_closes(
-            list(queue.values()),
+            self.costs.closing_order(list(queue.values())),
             now_ms=self.clock(),
             cfg=self.cfg,
             limit_requests=limits.max_requests,
@@ -188,7 +198,30 @@ class DeferredLane:
         for close in closes:
             if full_only and close.reason not in ("count", "bytes"):
                 continue
-            await self.machine.open(part, p, key, close, limits)
+            close = await self._within_budget(part, key, close)
+            if close.request_ids:
+                await self.machine.open(part, p, key, close, limits)
+
+    async def _within_budget(self, part: PartitionIndex, key: BatchKey, close: Close) -> Close:
+        """The part of a close the budgets let go; the rest waits, or is dead-lettered."""
+        queue = part.queued[key]
+        verdict = self.costs.budget_verdict([queue[rid] for rid in close.request_ids], self.clock())
+        refused = verdict.never + (verdict.over if self.settings.cost.over_budget == "deadletter" else [])
+        if not refused and not verdict.over:
+            return close
+        sent = []
+        for rid in refused:
+            entry = self.ledger.entry(rid)
+            assert entry is not None
+            message = "its estimated cost does not fit the daily budget of its tenant or the overall one"
+            sent.append(await self.delivery.fail(None, entry, records.BUDGET_EXCEEDED, None, message))
+        await self.delivery.settle(part, sent)
+        held = len(verdict.over) if self.settings.cost.over_budget == "hold" else 0
+        if held:
+            log.debug("%s: %d requests held until the budget has room", key, held)
+        admitted = set(verdict.admitted)
+        ids = tuple(rid for rid in close.request_ids if rid in admitted)
+        return Close(ids, close.reason, sum(queue[rid].size for rid in ids))
 
     def _observe(self) -> None:
         parts = self._parts.values()

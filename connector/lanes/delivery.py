@@ -16,7 +16,9 @@ from typing import Any
 
 from connector import metrics
 from connector.config import BatchingSettings
+from connector.costs.flex import BATCH, ESCALATED_KEY
 from connector.lanes import records
+from connector.lanes.cost_control import CostControl
 from connector.lanes.index import PartitionIndex
 from connector.lanes.ledger import BatchRecord, Ledger, PendingEntry
 from connector.lanes.outputs import Outputs, TooLarge, settle
@@ -44,13 +46,20 @@ class Delivery:
     """Produces each request's one outcome and marks the request done once it is delivered."""
 
     def __init__(
-        self, ledger: Ledger, outputs: Outputs, prices: PriceTable, cfg: BatchingSettings, clock: Callable[[], int]
+        self,
+        ledger: Ledger,
+        outputs: Outputs,
+        prices: PriceTable,
+        cfg: BatchingSettings,
+        clock: Callable[[], int],
+        costs: CostControl,
     ) -> None:
         self.ledger = ledger
         self.out = outputs
         self.prices = prices
         self.cfg = cfg
         self.clock = clock
+        self.costs = costs
 
     async def outcome(self, batch: BatchRecord, entry: PendingEntry, outcome: Outcome) -> Sent:
         """Send the outcome the provider gave one request of ``batch``."""
@@ -65,7 +74,7 @@ class Delivery:
     async def result(self, batch: BatchRecord, entry: PendingEntry, outcome: Outcome) -> Sent:
         """Send the result of a succeeded request (a dead letter if it is too large to send)."""
         req = _request(entry)
-        costs = self.prices.costs(req["provider"], req["model"], outcome.usage, batch=True)
+        costs = self.prices.costs(req["provider"], req["model"], outcome.usage, BATCH)
         now = self.clock()
         record = records.result_record(
             req,
@@ -77,11 +86,13 @@ class Delivery:
             provider_batch_id=batch.handle.batch_id if batch.handle else None,
             submitted_at=batch.submitted_at,
             completed_at=batch.ended_at,
+            service_tier=BATCH,
         )
         try:
             delivery = await self.out.result(record, req.get("reply_topic"))
         except TooLarge as exc:
             return await self.fail(batch, entry, records.OVERSIZE, None, f"the result is too large to deliver: {exc}")
+        self.costs.spent(batch, entry, costs.cost_usd)
         metrics.labelled(metrics.RESULTS, "batch", req["provider"]).inc()
         metrics.labelled(metrics.COST, req["provider"], "batch").inc(costs.cost_usd)
         metrics.labelled(metrics.REALTIME_COST, req["provider"]).inc(costs.realtime_cost_usd)
@@ -123,8 +134,11 @@ class Delivery:
 
     async def escalate(self, entry: PendingEntry) -> Sent:
         """Hand the request to the realtime lane; its later batch answer is dropped."""
+        req = _request(entry)
+        # Marked so the realtime lane knows it may use a cheaper tier that still meets the deadline.
+        escalated = dict(req, metadata={**(req.get("metadata") or {}), ESCALATED_KEY: "true"})
         try:
-            delivery = await self.out.escalate(_request(entry))
+            delivery = await self.out.escalate(escalated)
         except TooLarge as exc:
             return await self.fail(None, entry, records.OVERSIZE, None, f"cannot escalate the request: {exc}")
         metrics.ESCALATIONS.inc()

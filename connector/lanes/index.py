@@ -42,7 +42,7 @@ class PartitionIndex:
 
     def add_queued(self, entry: PendingEntry) -> None:
         """Append a QUEUED entry to its batch key's queue."""
-        ref = Queued(entry.request_id, entry.changed_at, entry.size, entry.deadline)
+        ref = Queued(entry.request_id, entry.changed_at, entry.size, entry.deadline, entry.profile)
         self.queued.setdefault(entry.batch_key, {})[entry.request_id] = ref
         self.queued_bytes[entry.batch_key] = self.queued_bytes.get(entry.batch_key, 0) + ref.size
         if ref.deadline_ms is not None:

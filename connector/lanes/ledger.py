@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from enum import StrEnum
 from typing import Any
 
+from connector.costs.profile import RequestProfile
 from connector.model import BatchKey
 from connector.providers.base import BatchHandle, BatchState
 
@@ -108,6 +109,7 @@ class PendingEntry:
     custom_id: str | None = None
     outcome: str | None = None  # how it ended: result, retried, deadletter, escalated
     replay_of: str | None = None  # the dead letter this request replays (``batchbridge replay``)
+    profile: RequestProfile | None = None  # what the cost rules know of it; dropped once DONE
 
     @classmethod
     def of_request(cls, request: dict[str, Any], source: Source | None, shards_per_key: int = 1) -> PendingEntry:
@@ -170,6 +172,8 @@ class PendingEntry:
                 value.update(batch_id=self.batch_id, custom_id=self.custom_id)
             return value
         value.update(size=self.size, deadline=self.deadline, request=self.request)
+        if self.profile is not None:
+            value["profile"] = self.profile.to_json()
         value["source"] = list(self.source) if self.source else None
         if self.state is EntryState.BATCHED:
             value.update(batch_id=self.batch_id, custom_id=self.custom_id)
@@ -195,6 +199,7 @@ class PendingEntry:
             custom_id=v.get("custom_id"),
             outcome=v.get("outcome"),
             replay_of=v.get("replay_of"),
+            profile=RequestProfile.from_json(v["profile"]) if v.get("profile") else None,
         )
 
 
@@ -242,6 +247,9 @@ class BatchRecord:
     error_message: str | None = None
     succeeded: int | None = None
     failed: int | None = None
+    primer: bool = False  # warms the prompt cache for the batches that wait for it
+    waits_for: list[str] | None = None  # primer batches to end before this one is submitted
+    budget: dict[str, Any] | None = None  # {"day", "reserved": {budget: usd}} held until EMITTED
     extra: dict[str, Any] = field(default_factory=dict)  # fields of newer versions, kept as read
 
     @property

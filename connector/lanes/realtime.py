@@ -1,7 +1,8 @@
 """The realtime lane: one synchronous provider call per request, bounded concurrency.
 
 Concurrency is the Faust agent's ``concurrency``; each call has a timeout and retries with
-exponential backoff that honours the provider's Retry-After.
+exponential backoff that honours the provider's Retry-After. Requests that opt in, and
+escalations, try OpenAI's Flex tier first (see :mod:`connector.costs.flex`).
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import json
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from connector import metrics
 from connector.config import Settings
+from connector.costs import flex
 from connector.lanes import records
 from connector.lanes.outputs import Outputs, TooLarge
 from connector.pricing import PriceTable
@@ -41,9 +44,9 @@ class RealtimeLane:
         self.clock = clock
         self._sleep = sleep
 
-    async def _call(self, provider: Provider, item: BatchItem) -> Outcome:
+    async def _call(self, provider: Provider, item: BatchItem, timeout_s: float | None = None) -> Outcome:
         try:
-            return await asyncio.wait_for(provider.complete(item), self.settings.realtime_timeout_s)
+            return await asyncio.wait_for(provider.complete(item), timeout_s or self.settings.realtime_timeout_s)
         except TimeoutError:
             return Outcome(item.custom_id, OutcomeKind.RETRYABLE, error_code="timeout", error_message="synchronous call timed out")
 
@@ -60,12 +63,14 @@ class RealtimeLane:
             body=json.loads(request["body"]),
         )
         submitted = self.clock()
-        outcome = await self._call_with_retries(provider, item, request["request_id"])
+        outcome, asked = await self._serve(provider, item, request)
         now = self.clock()
         if outcome.kind is OutcomeKind.SUCCEEDED:
-            costs = self.prices.costs(request["provider"], request["model"], outcome.usage, batch=False)
+            tier, priced = flex.served_tier(asked, flex.reported_tier(outcome.body))
+            costs = self.prices.costs(request["provider"], request["model"], outcome.usage, priced)
             record = records.result_record(
-                request, outcome, lane="realtime", costs=costs, now=now, submitted_at=submitted, completed_at=now
+                request, outcome, lane="realtime", costs=costs, now=now, submitted_at=submitted, completed_at=now,
+                service_tier=tier,
             )
             try:
                 await (await self.out.result(record, request.get("reply_topic")))
@@ -79,6 +84,42 @@ class RealtimeLane:
             return
         error_class = records.PROVIDER_REJECTED if outcome.kind is OutcomeKind.PERMANENT else records.RETRIES_EXHAUSTED
         await self._fail(request, source, error_class, outcome.error_code, outcome.error_message or "synchronous call failed")
+
+    async def _serve(self, provider: Provider, item: BatchItem, request: dict[str, Any]) -> tuple[Outcome, str]:
+        """The request's outcome and the tier it asked for: Flex first where planned."""
+        cfg = self.settings.cost
+        if flex.plans_flex(request, item.body, cfg.flex_models, for_escalations=cfg.flex_for_escalations):
+            outcome = await self._flex(provider, item, request)
+            if outcome is not None:
+                return outcome, flex.FLEX
+            log.info("realtime %s: Flex had no answer in time; the standard tier serves it", request["request_id"])
+        return await self._call_with_retries(provider, item, request["request_id"]), flex.STANDARD
+
+    async def _flex(self, provider: Provider, item: BatchItem, request: dict[str, Any]) -> Outcome | None:
+        """Flex attempts while the deadline leaves room; None when the standard tier must answer."""
+        cfg = self.settings.cost
+        flex_item = replace(item, body={**item.body, "service_tier": flex.FLEX})
+        deadline = request.get("deadline")
+        attempts = max(1, self.settings.batching.max_attempts)
+        delay = 1.0
+        for attempt in range(1, attempts + 1):
+            window = flex.flex_window_s(deadline, self.clock(), timeout_s=cfg.flex_timeout_s, reserve_s=cfg.flex_standard_reserve_s)
+            if window is None:
+                return None
+            outcome = await self._call(provider, flex_item, window)
+            if outcome.kind is OutcomeKind.SUCCEEDED:
+                return outcome
+            if outcome.kind is OutcomeKind.PERMANENT or attempt == attempts:
+                return None  # refused (the model, the tier), or out of attempts: the standard tier answers
+            hint = outcome.retry_after if outcome.retry_after is not None else delay * random.uniform(0.8, 1.2)
+            wait = min(hint, self.settings.poll_max_s)
+            later = self.clock() + int(wait * 1000)
+            if flex.flex_window_s(deadline, later, timeout_s=cfg.flex_timeout_s, reserve_s=cfg.flex_standard_reserve_s) is None:
+                return None
+            log.info("realtime %s: Flex %s, trying Flex again in %.1fs", request["request_id"], outcome.error_code, wait)
+            await self._sleep(wait)
+            delay = min(delay * 2, 30.0)
+        raise AssertionError("unreachable: the last attempt returns")
 
     async def _call_with_retries(self, provider: Provider, item: BatchItem, request_id: str) -> Outcome:
         delay = 1.0

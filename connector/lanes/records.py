@@ -24,6 +24,7 @@ CANCELLED = "cancelled"
 BATCH_FAILED = "batch_failed"
 OVERSIZE = "oversize"
 INTERNAL_ERROR = "internal_error"
+BUDGET_EXCEEDED = "budget_exceeded"
 
 # A dead letter always fits its topic: longer messages and raw values are cut (and named
 # in the record's ``truncated`` field).
@@ -54,7 +55,9 @@ def result_record(
     provider_batch_id: str | None = None,
     submitted_at: int | None = None,
     completed_at: int | None = None,
+    service_tier: str | None = None,
 ) -> dict[str, Any]:
+    """The InferenceResult of a succeeded request, priced by ``costs`` at ``service_tier``."""
     return {
         "request_id": request["request_id"],
         "provider": request["provider"],
@@ -68,6 +71,7 @@ def result_record(
             "input_tokens": outcome.usage.input_tokens,
             "output_tokens": outcome.usage.output_tokens,
             "cached_tokens": outcome.usage.cached_tokens,
+            "cache_write_tokens": outcome.usage.cache_write_tokens,
         },
         "cost_usd": costs.cost_usd,
         "realtime_cost_usd": costs.realtime_cost_usd,
@@ -77,6 +81,8 @@ def result_record(
         "emitted_at": now,
         "attempt": int(request.get("attempt") or 1),
         "metadata": dict(request.get("metadata") or {}),
+        "service_tier": service_tier,
+        "cache_savings_usd": costs.cache_savings_usd,
     }
 
 

@@ -26,3 +26,10 @@ def test_demo_500_requests_json_accounts_for_every_request(tmp_path):
     assert summary["results"] > 400  # the emulator fails ~2% plus a few deliberately invalid requests
     assert summary["batches"] >= 3  # three providers at least
     assert 0 < summary["cost_usd"] < summary["realtime_cost_usd"]
+    # The support-policy workload: batch discount, prompt cache and Flex stack past 65%.
+    policy = summary["workloads"]["support_policy"]
+    assert policy["results"] > 180 and policy["saving_pct"] >= 65
+    parts = policy["savings"]
+    assert parts["batch_discount_usd"] > 0 and parts["cache_usd"] > 0 and parts["flex_usd"] > 0
+    assert sum(parts.values()) == pytest.approx(policy["saving_usd"], abs=1e-5)
+    assert summary["workloads"]["mixed"]["saving_pct"] < policy["saving_pct"]
