@@ -23,7 +23,7 @@ from connector.config import Settings
 from connector.errors import ConfigError
 from connector.health import Health
 from connector.health import serve as serve_health
-from connector.lanes.agents import InputThrottle, Intake, WorkLoop
+from connector.lanes.agents import InputThrottle, Intake, InTransit, WorkLoop
 from connector.lanes.deferred import DeferredLane, now_ms
 from connector.lanes.ledger import WorkEvent
 from connector.lanes.outputs import RECORD_OVERHEAD_BYTES, Outputs
@@ -141,6 +141,7 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
         budgets=budgets,
     )
     realtime = RealtimeLane(settings, providers, outputs, prices, clock=now_ms)
+    in_transit = InTransit()
     intake = Intake(
         codec,
         outputs,
@@ -153,20 +154,25 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
         endpoints=endpoints_of(providers),
         shards_per_key=settings.batching.shards_per_key,
         work_limit=settings.kafka.max_request_size - RECORD_OVERHEAD_BYTES,
+        in_transit=in_transit,
     )
-    streams = frozenset({settings.topics.realtime, work.get_topic_name()})
-    throttle = InputThrottle(app, settings.topics.deferred, deferred.has_room, streams)
+    throttle = InputThrottle(
+        app,
+        settings.topics.deferred,
+        lambda: deferred.live_requests() + in_transit.count < settings.max_pending_requests,
+        frozenset({settings.topics.realtime, work.get_topic_name()}),
+    )
 
     async def nudge(partition: int) -> None:
         await work.send(key=None, value=WorkEvent().to_json(), partition=partition)
 
-    work_loop = WorkLoop(deferred, nudge)
+    work_loop = WorkLoop(deferred, nudge, in_transit)
 
     @app.agent(deferred_in, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.stream_buffer, within=INTAKE_LINGER_S):
             await intake.forward(events)
-            throttle.check()
+            await throttle.check()
 
     @app.agent(work, name="work")
     async def work_agent(stream: faust.StreamT) -> None:
@@ -179,7 +185,7 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
     @app.timer(interval=settings.tick_interval_s)
     async def tick() -> None:
         # Every worker ticks the work partitions it owns: no leader to lose.
-        throttle.check()
+        await throttle.check()
         for tp in app.assignor.assigned_actives():
             if tp.topic == work.get_topic_name():
                 await nudge(tp.partition)
@@ -199,6 +205,7 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
         throttle.forget()
         intake.resumed.clear()
         owned = sorted(tp.partition for tp in assigned if tp.topic == work.get_topic_name())
+        in_transit.reset(frozenset(owned))
         log.info("assigned work partitions %s", owned)
 
     return app

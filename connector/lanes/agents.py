@@ -3,9 +3,9 @@
 ``Intake`` reads both input topics, dead-letters what cannot enter a lane and forwards
 valid deferred requests to the work topic, bundled per work partition of their batch key.
 ``WorkLoop`` runs the deferred lane on the work topic's events (requests and ticks).
-``InputThrottle`` is the back-pressure: it pauses the input partitions while the worker
-is full, so no event is ever held waiting for room (which would stall rebalances and the
-ticks queued behind it).
+``InputThrottle`` is the back-pressure: it pauses the input partitions while the worker is
+full, so no event is ever held waiting for room (which would stall the other topics, the
+work topic's ticks included, and rebalances).
 
 No record can crash an agent: every exception while admitting or handling one record
 becomes that record's dead letter, and sending it is retried until the broker takes it.
@@ -21,6 +21,7 @@ from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import orjson
+from aiokafka import TopicPartition
 
 from connector import metrics
 from connector.lanes import records
@@ -84,6 +85,32 @@ def _failed(exc: BaseException) -> asyncio.Future[Any]:
     return future
 
 
+class InTransit:
+    """Requests this worker forwarded to work partitions it owns, not yet admitted there.
+
+    The lane counts a request only once the work agent admits it; until then intake would
+    see room that is already spoken for and forward the whole backlog. Bundles for work
+    partitions another worker owns are that worker's to bound.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.owned: frozenset[int] = frozenset()
+
+    def reset(self, owned: frozenset[int]) -> None:
+        """A rebalance: what was in transit is admitted or replayed by the new owners."""
+        self.owned, self.count = owned, 0
+
+    def forwarded(self, partition: int, n: int) -> None:
+        """``n`` requests went to work partition ``partition``."""
+        if partition in self.owned:
+            self.count += n
+
+    def admitted(self, n: int) -> None:
+        """The work agent admitted ``n`` forwarded requests."""
+        self.count = max(0, self.count - n)
+
+
 class Intake:
     """Admits raw input records: dead-letters the bad ones, routes the good ones to their lane."""
 
@@ -101,6 +128,7 @@ class Intake:
         endpoints: dict[str, frozenset[str]],
         shards_per_key: int,
         work_limit: int,
+        in_transit: InTransit | None = None,
     ) -> None:
         self.codec = codec
         self.out = outputs
@@ -113,6 +141,7 @@ class Intake:
         self.endpoints = endpoints
         self.shards = shards_per_key
         self.work_limit = work_limit  # bytes of one work topic record
+        self.in_transit = in_transit or InTransit()
         self.resumed: set[int] = set()  # input partitions read since the last assignment
 
     def rejection(self, rejected: Rejected, source: Source) -> Callable[[], Awaitable[Awaitable[Any]]]:
@@ -164,6 +193,7 @@ class Intake:
             else:
                 bundles[work_partition(admitted[0].batch_key, self.partitions)].append(admitted)
         for partition, entries in bundles.items():
+            self.in_transit.forwarded(partition, len(entries))
             for chunk in _chunks(entries, self.work_limit):
                 value = WorkEvent(tuple(chunk)).to_json()
                 sends.append(lambda v=value, p=partition: self.work.send(key=None, value=v, partition=p))
@@ -202,9 +232,12 @@ def _chunks(entries: list[tuple[PendingEntry, int]], limit: int) -> list[list[Pe
 class WorkLoop:
     """The ``work`` agent: one partition's requests and ticks, in order."""
 
-    def __init__(self, deferred: DeferredLane, nudge: Callable[[int], Awaitable[Any]]) -> None:
+    def __init__(
+        self, deferred: DeferredLane, nudge: Callable[[int], Awaitable[Any]], in_transit: InTransit | None = None
+    ) -> None:
         self.deferred = deferred
         self._nudge = nudge  # send this partition another tick at once
+        self.in_transit = in_transit or InTransit()
 
     async def run(self, events: AsyncIterable[Any]) -> None:
         """Process work topic events until the stream ends."""
@@ -221,6 +254,7 @@ class WorkLoop:
             if await self.deferred.on_tick(partition):
                 await self._nudge(partition)  # an emission is under way: continue right after
             return
+        self.in_transit.admitted(len(work.entries))
         for entry in work.entries:
             try:
                 await self.deferred.on_request(entry, partition)
@@ -230,16 +264,24 @@ class WorkLoop:
 
 
 class InputThrottle:
-    """Back-pressure: pause the input partitions while the worker is full, resume when it is not.
+    """Back-pressure: stop fetching the input while the worker is full, fetch again when not.
 
-    It also un-sticks stream partitions Faust left paused: when a recovery finds that
-    another rebalance has begun (a stale generation), Faust returns without resuming the
-    partitions it paused, and if no further rebalance follows they stay paused for good.
-    A worker would then sit idle with requests waiting on its input, logging nothing.
-    Stream topics only, never changelogs, and only outside rebalances and recovery.
+    The input partitions are paused in aiokafka itself, inside Faust's consumer thread.
+    There a pause discards what was fetched for the partition without moving its position,
+    so nothing is skipped. Faust's own ``pause_partitions`` is unsafe for this: a pause that
+    lands while a fetch is handed over from the consumer thread makes Faust drop the
+    records, and its gap handling then acknowledges the missing offsets, so they are never
+    read again. Holding an input event instead stalls every other topic behind Faust's full
+    stream buffer, the work topic and its ticks included.
+
+    The throttle also un-sticks stream partitions Faust left paused: when a recovery finds
+    that another rebalance has begun, Faust returns without resuming what it paused, and
+    if no further rebalance follows those partitions stay paused for good (a worker idle
+    with requests waiting, logging nothing). Stream topics only, never changelogs, only
+    outside rebalances, and only when the same partitions are paused at two checks.
     """
 
-    def __init__(self, app: Any, topic: str, has_room: Callable[[], bool], streams: frozenset[str] = frozenset()) -> None:
+    def __init__(self, app: Any, topic: str, has_room: Callable[[], bool], streams: frozenset[str]) -> None:
         self.app = app
         self.topic = topic
         self.has_room = has_room
@@ -248,33 +290,41 @@ class InputThrottle:
         self._stuck: set[Any] = set()
 
     def forget(self) -> None:
-        """A rebalance: Faust pauses and resumes the new assignment itself."""
+        """A rebalance: aiokafka's assignment, pauses included, starts over."""
         self.paused.clear()
         self._stuck.clear()
 
-    def check(self) -> None:
-        """Pause or resume the input partitions this worker reads, as its room says."""
+    async def check(self) -> None:
+        """Pause or resume this worker's input partitions as its room says."""
         if self.app.rebalancing or self.app.in_recovery:
             self._stuck.clear()
-            return  # Faust owns pausing until recovery ends
+            return  # Faust owns the consumer until recovery ends
         consumer = self.app.consumer
         self._unstick(consumer)
         if self.has_room():
             if self.paused:
-                consumer.resume_partitions(self.paused)
+                await self._in_consumer_thread("resume", self.paused)
                 log.info("room again: resumed %d input partitions", len(self.paused))
                 self.paused.clear()
             return
         mine = {tp for tp in consumer.assignment() if tp.topic == self.topic} - self.paused
         if mine:
-            consumer.pause_partitions(mine)
+            await self._in_consumer_thread("pause", mine)
             self.paused |= mine
             log.info("worker full: paused %d input partitions until requests finish", len(mine))
 
+    async def _in_consumer_thread(self, action: str, tps: set[Any]) -> None:
+        thread = self.app.consumer._thread
+        targets = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+
+        async def call() -> None:
+            getattr(thread._ensure_consumer(), action)(*targets)
+
+        await thread.call_thread(call)
+
     def _unstick(self, consumer: Any) -> None:
-        paused = {tp for tp in getattr(consumer, "_paused_partitions", ()) if tp.topic in self.streams}
-        stuck = paused - self.paused
-        if stuck and stuck <= self._stuck:  # the same for two checks in a row: not a passing state
+        stuck = {tp for tp in getattr(consumer, "_paused_partitions", ()) if tp.topic in self.streams}
+        if stuck and stuck <= self._stuck:  # the same at two checks in a row: not a passing state
             log.warning("stream partitions left paused after a rebalance: resuming %s", sorted(stuck))
             consumer.resume_partitions(stuck)
             stuck = set()

@@ -121,3 +121,37 @@ def test_a_second_worker_takes_over_the_partitions_and_batches_of_one_that_dies(
     outcomes, stats = p.wait([r["request_id"] for r in requests], timeout=120)
     assert {kind for kind, _ in outcomes.values()} == {"result"}
     assert sum(p.emulator.stats()["batches_created"].values()) == created
+
+
+def test_back_pressure_holds_the_bound_across_partitions_without_deadlock(pipeline):
+    """The bound is reached by batches on other partitions than the arriving requests'.
+
+    Twelve models hash over four work partitions; the worker holds at most 15 live
+    requests, while 120 arrive at once and each batch takes 3 s at the provider. Intake must
+    pause its input (never hold an event), the ticks must keep driving every partition, and
+    every request must still end once.
+    """
+    p = pipeline
+    p.emulator.set_faults(processing_seconds=3.0, known_models={})
+    p.start_worker(partitions="4", max_pending_requests="15", stream_buffer="10", batching__min_batch="1",
+                   batching__max_wait_s="0.5")
+    requests = [p.request(f"bp-{i}", "openai", f"t{i}") for i in range(120)]
+    for i, request in enumerate(requests):
+        request["model"] = f"bp-model-{i % 12}"
+    p.produce(requests)
+    outcomes, stats = p.wait([r["request_id"] for r in requests], timeout=240)
+    assert {kind for kind, _ in outcomes.values()} == {"result"}, p.logs()
+    log = (p.tmp / "worker-0.log").read_text()
+    assert "worker full: paused" in log and "room again: resumed" in log, p.logs()
+    assert "Timed out waiting" not in log
+    # Requests in provider batches at any moment: the bound plus what was buffered when
+    # intake paused (STREAM_BUFFER per input partition), never the whole backlog.
+    changes = sorted(
+        (e["event_at"], e["request_count"] if e["state"] == "SUBMITTED" else -e["request_count"])
+        for e in p.batch_events() if e["state"] in ("SUBMITTED", "EMITTED")
+    )
+    in_flight, peak = 0, 0
+    for _, change in changes:
+        in_flight += change
+        peak = max(peak, in_flight)
+    assert 0 < peak <= 15 + 10 * 6, peak

@@ -39,38 +39,57 @@ class TP(tuple):
     def topic(self):
         return self[0]
 
+    @property
+    def partition(self):
+        return self[1]
 
-def throttle(room, assigned=((TOPIC, 0), (TOPIC, 1), ("other", 0))):
+
+class FakeThread:
+    """Faust's consumer thread: runs calls against the aiokafka consumer."""
+
+    def __init__(self):
+        self.aio = SimpleNamespace(paused=set())
+        self.aio.pause = lambda *tps: self.aio.paused.update(tps)
+        self.aio.resume = lambda *tps: self.aio.paused.difference_update(tps)
+
+    def _ensure_consumer(self):
+        return self.aio
+
+    async def call_thread(self, fun, *args):
+        return await fun(*args)
+
+
+def throttle(room, assigned=(), paused=()):
     consumer = FakeConsumer(TP(a) for a in assigned)
+    consumer._paused_partitions = {TP(p) for p in paused}
+    consumer._thread = FakeThread()
     app = SimpleNamespace(rebalancing=False, in_recovery=False, consumer=consumer)
     return InputThrottle(app, TOPIC, lambda: room[0], frozenset({"work"})), app, consumer
 
 
-def test_a_full_worker_pauses_only_its_input_partitions_and_resumes_when_there_is_room():
+async def test_a_full_worker_pauses_its_input_partitions_in_aiokafka_and_resumes_them():
     room = [False]
-    t, _, consumer = throttle(room)
-    t.check()
-    assert consumer._paused_partitions == {TP((TOPIC, 0)), TP((TOPIC, 1))}
+    t, _, consumer = throttle(room, assigned=((TOPIC, 0), (TOPIC, 1), ("other", 0)))
+    await t.check()
+    assert {(tp.topic, tp.partition) for tp in consumer._thread.aio.paused} == {(TOPIC, 0), (TOPIC, 1)}
+    assert not consumer._paused_partitions  # Faust's own pause is never used for this
     room[0] = True
-    t.check()
-    assert not consumer._paused_partitions
+    await t.check()
+    assert not consumer._thread.aio.paused
 
 
-def test_the_throttle_keeps_out_of_rebalances():
-    room = [False]
-    t, app, consumer = throttle(room)
+async def test_the_throttle_keeps_out_of_rebalances():
+    t, app, consumer = throttle([False], assigned=((TOPIC, 0),))
     app.rebalancing = True
-    t.check()
-    assert not consumer._paused_partitions
+    await t.check()
+    assert not consumer._thread.aio.paused
 
 
-def test_stream_partitions_faust_left_paused_are_resumed_after_two_checks_changelogs_never():
-    room = [True]
-    t, _, consumer = throttle(room, assigned=((TOPIC, 0), ("work", 1), ("bb-pending-changelog", 1)))
-    consumer._paused_partitions = {TP((TOPIC, 0)), TP(("work", 1)), TP(("bb-pending-changelog", 1))}
-    t.check()
+async def test_stream_partitions_faust_left_paused_are_resumed_after_two_checks_changelogs_never():
+    t, _, consumer = throttle([True], paused=((TOPIC, 0), ("work", 1), ("bb-pending-changelog", 1)))
+    await t.check()
     assert len(consumer._paused_partitions) == 3  # could be a passing state: wait one check
-    t.check()
+    await t.check()
     assert consumer._paused_partitions == {TP(("bb-pending-changelog", 1))}
 
 
