@@ -81,6 +81,7 @@ class PriceTable:
     """Prices of every provider and model, loaded from a YAML price table."""
 
     def __init__(self, data: dict[str, Any]) -> None:
+        self._found: dict[tuple[str, str], ModelPrice] = {}  # model names resolved once
         try:
             self._providers = {
                 str(provider): _provider_prices(str(provider), entry)
@@ -113,6 +114,13 @@ class PriceTable:
 
     def price(self, provider: str, model: str) -> ModelPrice:
         """The row for ``model``: exact, its family (dated snapshots), or ``default``."""
+        key = (provider, model)
+        found = self._found.get(key)
+        if found is None:
+            found = self._found[key] = self._lookup(provider, model)
+        return found
+
+    def _lookup(self, provider: str, model: str) -> ModelPrice:
         entry = self._providers.get(provider)
         models = entry.models if entry else {}
         name = model.removeprefix("models/")
