@@ -7,9 +7,10 @@ provider batches. A run is judged on three numbers:
 - **lost**: expected requests with no outcome at all;
 - **duplicate outcome events**: outcomes beyond the first for one request (allowed by the
   at-least-once design, but counted);
-- **duplicate provider submissions**: a connector batch tag that created more than one
-  provider batch, or one attempt of a request submitted in two provider batches that were
-  not failed as a whole (a failed batch processed nothing, so its requests may go again).
+- **duplicate provider submissions**: provider batches that should not exist — a second
+  provider batch under one connector batch tag, a batch holding a request attempt that an
+  earlier batch already holds, or a batch the connector never tracked. A batch failed as a whole processed nothing, so its
+  requests may go again (the quota path resubmits them under a new tag).
 
 A retried request legitimately reappears with ``attempt + 1`` in a later batch. Custom ids
 do not carry the attempt, so a submission is given the attempt that was the latest one
@@ -89,15 +90,13 @@ class AttemptRecord:
 
 @dataclass(frozen=True, slots=True)
 class DuplicateSubmission:
-    """Evidence of one needless provider submission."""
+    """A provider batch that should not exist, and why."""
 
-    kind: str  # "tag" | "attempt"
-    subject: str  # the tag, or "request_id#attempt"
-    provider_batches: tuple[str, ...]
+    provider_batch: str
+    reasons: tuple[str, ...]
 
     def __str__(self) -> str:
-        what = "tag" if self.kind == "tag" else "attempt"
-        return f"{what} {self.subject!r} in provider batches {', '.join(self.provider_batches)}"
+        return f"{self.provider_batch}: {'; '.join(self.reasons)}"
 
 
 @dataclass
@@ -129,7 +128,7 @@ class Account:
         ]
         if self.lost:
             lines.append(f"lost: {_shorten(self.lost, limit)}")
-        lines += [f"duplicate submission: {d}" for d in self.duplicate_submissions[:limit]]
+        lines += [f"needless provider batch {d}" for d in self.duplicate_submissions[:limit]]
         if self.duplicate_outcomes:
             lines.append(
                 f"answered more than once: {_shorten(sorted(self.duplicate_outcomes), limit)}"
@@ -180,6 +179,11 @@ def duplicate_outcomes(matched: Mapping[str, list[OutcomeEvent]]) -> dict[str, i
     return {name: len(events) - 1 for name, events in matched.items() if len(events) > 1}
 
 
+def normal_batch_id(provider_batch_id: str) -> str:
+    """A provider batch id without Gemini's ``batches/`` resource prefix."""
+    return provider_batch_id.removeprefix("batches/")
+
+
 def custom_id_owners(request_ids: Iterable[str]) -> dict[str, str]:
     """custom id → request id, for every custom id the connector may give these requests."""
     owners: dict[str, str] = {}
@@ -196,40 +200,54 @@ def attempt_at(timeline: list[tuple[int, int]], at_ms: int) -> int:
 
 
 def duplicate_submissions(
-    batches: Iterable[ProviderBatch], attempts: Iterable[AttemptRecord]
+    batches: Iterable[ProviderBatch],
+    attempts: Iterable[AttemptRecord],
+    tracked: Iterable[str] | None = None,
 ) -> list[DuplicateSubmission]:
-    """Provider submissions the connector should never have made (see the module doc)."""
-    batches = list(batches)
-    found: list[DuplicateSubmission] = []
-    by_tag: dict[str, list[str]] = defaultdict(list)
-    for batch in batches:
-        if batch.tag:
-            by_tag[batch.tag].append(batch.batch_id)
-    found += [
-        DuplicateSubmission("tag", tag, tuple(ids))
-        for tag, ids in sorted(by_tag.items())
-        if len(ids) > 1
-    ]
+    """Provider batches the connector should never have created (see the module doc).
 
+    A batch is needless when an earlier batch carries its tag, when it holds a request
+    attempt that an earlier batch not failed as a whole already holds (or holds it twice),
+    or — given ``tracked``, the provider batch ids the connector's batch events name — when
+    the connector never tracked it: an orphan whose results nobody reads.
+    """
+    known = None if tracked is None else {normal_batch_id(i) for i in tracked}
     timelines: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for record in attempts:
         timelines[record.request_id].append((record.at_ms, record.attempt))
     for timeline in timelines.values():
         timeline.sort()
     owners = custom_id_owners(timelines)
-    submitted: dict[tuple[str, int], list[str]] = defaultdict(list)
+    tags: dict[str, str] = {}  # tag → first provider batch
+    held: dict[tuple[str, int], str] = {}  # request attempt → provider batch
+    found = []
     for batch in sorted(batches, key=lambda b: b.created_ms):
-        if batch.state in FAILED_BATCH_STATES:
-            continue
-        # Once per custom id: the same request twice in one batch is a duplicate too.
-        for request_id in (owners[c] for c in batch.custom_ids if c in owners):
-            attempt = attempt_at(timelines[request_id], batch.created_ms)
-            submitted[(request_id, attempt)].append(batch.batch_id)
-    found += [
-        DuplicateSubmission("attempt", f"{request_id}#{attempt}", tuple(ids))
-        for (request_id, attempt), ids in sorted(submitted.items())
-        if len(ids) > 1
-    ]
+        reasons = []
+        if batch.tag and batch.tag in tags:
+            reasons.append(f"tag {batch.tag!r} already created {tags[batch.tag]}")
+        if batch.tag:
+            tags.setdefault(batch.tag, batch.batch_id)
+        if (
+            known is not None
+            and batch.state not in FAILED_BATCH_STATES
+            and batch.batch_id not in known
+        ):
+            reasons.append("never tracked by the connector (an orphan: billed, results unread)")
+        mine: set[tuple[str, int]] = set()
+        for custom_id in batch.custom_ids:
+            if custom_id not in owners:
+                continue
+            request_id = owners[custom_id]
+            key = (request_id, attempt_at(timelines[request_id], batch.created_ms))
+            where = held.get(key) or (batch.batch_id if key in mine else None)
+            if where is not None:
+                reasons.append(f"{request_id!r} attempt {key[1]} already in {where}")
+            mine.add(key)
+        if reasons:
+            found.append(DuplicateSubmission(batch.batch_id, tuple(reasons)))
+        if batch.state not in FAILED_BATCH_STATES:
+            for key in mine:
+                held.setdefault(key, batch.batch_id)
     return found
 
 
@@ -238,6 +256,7 @@ def account(
     events: Iterable[OutcomeEvent],
     batches: Iterable[ProviderBatch],
     attempts: Iterable[AttemptRecord],
+    tracked: Iterable[str] | None = None,
 ) -> Account:
     """The verdict on one run from everything it left behind."""
     expected = list(expected)
@@ -246,7 +265,7 @@ def account(
         requests=len(expected),
         lost=lost(matched),
         duplicate_outcomes=duplicate_outcomes(matched),
-        duplicate_submissions=duplicate_submissions(batches, attempts),
+        duplicate_submissions=duplicate_submissions(batches, attempts, tracked),
         unexpected=unexpected,
         outcomes=matched,
     )

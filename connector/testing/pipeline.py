@@ -328,8 +328,12 @@ class Pipeline:
         return provider_batches(self.emulator)
 
     def account(self, expected: Iterable[Expected], reader: OutcomeReader) -> Account:
-        """Judge the run: outcomes read so far, the emulator's batches, the deferred topic."""
-        return account(expected, reader.events, self.provider_batches(), self.attempts())
+        """Judge the run: outcomes read so far, the emulator's batches, the deferred topic,
+        and the provider batch ids the connector's batch events name."""
+        tracked = {
+            e["provider_batch_id"] for e in self.batch_events() if e.get("provider_batch_id")
+        }
+        return account(expected, reader.events, self.provider_batches(), self.attempts(), tracked)
 
     def close(self) -> None:
         for proc in self.workers:
