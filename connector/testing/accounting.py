@@ -9,7 +9,8 @@ provider batches. A run is judged on three numbers:
   at-least-once design, but counted);
 - **duplicate provider submissions**: provider batches that should not exist — a second
   provider batch under one connector batch tag, a batch holding a request attempt that an
-  earlier batch already holds, or a batch the connector never tracked. A batch failed as a whole processed nothing, so its
+  earlier batch already holds, or a batch whose results the connector never reads (never
+  tracked, or given up while the provider ran it). A batch failed as a whole processed nothing, so its
   requests may go again (the quota path resubmits them under a new tag).
 
 A retried request legitimately reappears with ``attempt + 1`` in a later batch. Custom ids
@@ -90,13 +91,26 @@ class AttemptRecord:
 
 @dataclass(frozen=True, slots=True)
 class DuplicateSubmission:
-    """A provider batch that should not exist, and why."""
+    """A provider batch that should not exist, and why.
+
+    ``of`` is the earlier provider batch it repeats, if any; ``requests`` are the request
+    attempts (``request_id#attempt``) it repeats, or all it holds if its results go unread.
+    """
 
     provider_batch: str
-    reasons: tuple[str, ...]
+    reason: str
+    of: str | None = None
+    requests: tuple[str, ...] = ()
 
     def __str__(self) -> str:
-        return f"{self.provider_batch}: {'; '.join(self.reasons)}"
+        shown = ", ".join(repr(r) for r in self.requests[:3])
+        more = f" (+{len(self.requests) - 3} more)" if len(self.requests) > 3 else ""
+        held = (
+            f"; holds {len(self.requests)} request attempts again: {shown}{more}"
+            if self.requests
+            else ""
+        )
+        return f"{self.provider_batch}: {self.reason}{held}"
 
 
 @dataclass
@@ -109,6 +123,19 @@ class Account:
     duplicate_submissions: list[DuplicateSubmission] = field(default_factory=list)
     unexpected: list[OutcomeEvent] = field(default_factory=list)  # outcomes nobody asked for
     outcomes: dict[str, list[OutcomeEvent]] = field(default_factory=dict)
+
+    def subset(self, names: Iterable[str], request_ids: Iterable[str]) -> Account:
+        """The part of this verdict that concerns ``names`` (whose requests are ``request_ids``)."""
+        names, request_ids = set(names), set(request_ids)
+        return Account(
+            requests=len(names),
+            lost=[n for n in self.lost if n in names],
+            duplicate_outcomes={n: k for n, k in self.duplicate_outcomes.items() if n in names},
+            duplicate_submissions=[
+                d for d in self.duplicate_submissions if d.request_ids() & request_ids
+            ],
+            outcomes={n: e for n, e in self.outcomes.items() if n in names},
+        )
 
     @property
     def duplicate_outcome_events(self) -> int:
@@ -202,16 +229,22 @@ def attempt_at(timeline: list[tuple[int, int]], at_ms: int) -> int:
 def duplicate_submissions(
     batches: Iterable[ProviderBatch],
     attempts: Iterable[AttemptRecord],
-    tracked: Iterable[str] | None = None,
+    connector_states: Mapping[str, Iterable[str]] | None = None,
 ) -> list[DuplicateSubmission]:
     """Provider batches the connector should never have created (see the module doc).
 
-    A batch is needless when an earlier batch carries its tag, when it holds a request
-    attempt that an earlier batch not failed as a whole already holds (or holds it twice),
-    or — given ``tracked``, the provider batch ids the connector's batch events name — when
-    the connector never tracked it: an orphan whose results nobody reads.
+    A batch is needless when an earlier batch carries its tag, or when it holds a request
+    attempt that an earlier batch not failed as a whole already holds (or holds it twice).
+    Given ``connector_states`` (provider batch id → the states the connector's batch events
+    gave it), a batch not failed at the provider is also needless when the connector never
+    tracked it (an orphan) or gave it up as FAILED (abandoned): billed, its results unread.
+    A duplicate and the orphan it repeats count once.
     """
-    known = None if tracked is None else {normal_batch_id(i) for i in tracked}
+    states = (
+        None
+        if connector_states is None
+        else {normal_batch_id(k): set(v) for k, v in connector_states.items()}
+    )
     timelines: dict[str, list[tuple[int, int]]] = defaultdict(list)
     for record in attempts:
         timelines[record.request_id].append((record.at_ms, record.attempt))
@@ -220,35 +253,59 @@ def duplicate_submissions(
     owners = custom_id_owners(timelines)
     tags: dict[str, str] = {}  # tag → first provider batch
     held: dict[tuple[str, int], str] = {}  # request attempt → provider batch
-    found = []
+    repeats: list[DuplicateSubmission] = []
+    unread: list[DuplicateSubmission] = []
     for batch in sorted(batches, key=lambda b: b.created_ms):
-        reasons = []
+        again, first, mine = [], None, set()
+        for custom_id in batch.custom_ids:
+            if custom_id in owners:
+                request_id = owners[custom_id]
+                key = (request_id, attempt_at(timelines[request_id], batch.created_ms))
+                where = held.get(key) or (batch.batch_id if key in mine else None)
+                if where is not None:
+                    again.append(f"{request_id}#{key[1]}")
+                    first = first or where
+                mine.add(key)
         if batch.tag and batch.tag in tags:
-            reasons.append(f"tag {batch.tag!r} already created {tags[batch.tag]}")
+            repeats.append(
+                DuplicateSubmission(
+                    batch.batch_id,
+                    f"tag {batch.tag!r} already created {tags[batch.tag]}",
+                    tags[batch.tag],
+                    tuple(again),
+                )
+            )
+        elif again:
+            repeats.append(
+                DuplicateSubmission(
+                    batch.batch_id, f"repeats requests of {first}", first, tuple(again)
+                )
+            )
         if batch.tag:
             tags.setdefault(batch.tag, batch.batch_id)
-        if (
-            known is not None
-            and batch.state not in FAILED_BATCH_STATES
-            and batch.batch_id not in known
-        ):
-            reasons.append("never tracked by the connector (an orphan: billed, results unread)")
-        mine: set[tuple[str, int]] = set()
-        for custom_id in batch.custom_ids:
-            if custom_id not in owners:
-                continue
-            request_id = owners[custom_id]
-            key = (request_id, attempt_at(timelines[request_id], batch.created_ms))
-            where = held.get(key) or (batch.batch_id if key in mine else None)
-            if where is not None:
-                reasons.append(f"{request_id!r} attempt {key[1]} already in {where}")
-            mine.add(key)
-        if reasons:
-            found.append(DuplicateSubmission(batch.batch_id, tuple(reasons)))
         if batch.state not in FAILED_BATCH_STATES:
             for key in mine:
                 held.setdefault(key, batch.batch_id)
-    return found
+            if states is not None:
+                seen = states.get(batch.batch_id)
+                if seen is None:
+                    unread.append(
+                        DuplicateSubmission(
+                            batch.batch_id,
+                            "an orphan: never tracked by the connector, billed, results unread",
+                        )
+                    )
+                elif "FAILED" in seen:
+                    unread.append(
+                        DuplicateSubmission(
+                            batch.batch_id,
+                            f"abandoned: the connector gave it up as FAILED while the provider has it {batch.state}",
+                        )
+                    )
+    repeated = {d.of for d in repeats}
+    return repeats + [
+        d for d in unread if d.provider_batch not in repeated or "abandoned" in d.reason
+    ]
 
 
 def account(
@@ -256,7 +313,7 @@ def account(
     events: Iterable[OutcomeEvent],
     batches: Iterable[ProviderBatch],
     attempts: Iterable[AttemptRecord],
-    tracked: Iterable[str] | None = None,
+    connector_states: Mapping[str, Iterable[str]] | None = None,
 ) -> Account:
     """The verdict on one run from everything it left behind."""
     expected = list(expected)
@@ -265,7 +322,7 @@ def account(
         requests=len(expected),
         lost=lost(matched),
         duplicate_outcomes=duplicate_outcomes(matched),
-        duplicate_submissions=duplicate_submissions(batches, attempts, tracked),
+        duplicate_submissions=duplicate_submissions(batches, attempts, connector_states),
         unexpected=unexpected,
         outcomes=matched,
     )

@@ -329,11 +329,12 @@ class Pipeline:
 
     def account(self, expected: Iterable[Expected], reader: OutcomeReader) -> Account:
         """Judge the run: outcomes read so far, the emulator's batches, the deferred topic,
-        and the provider batch ids the connector's batch events name."""
-        tracked = {
-            e["provider_batch_id"] for e in self.batch_events() if e.get("provider_batch_id")
-        }
-        return account(expected, reader.events, self.provider_batches(), self.attempts(), tracked)
+        and the states the connector's batch events gave each provider batch."""
+        states: dict[str, set[str]] = {}
+        for event in self.batch_events():
+            if event.get("provider_batch_id"):
+                states.setdefault(event["provider_batch_id"], set()).add(event["state"])
+        return account(expected, reader.events, self.provider_batches(), self.attempts(), states)
 
     def close(self) -> None:
         for proc in self.workers:

@@ -102,35 +102,36 @@ def test_custom_id_owners_covers_digested_ids_and_repeats_within_a_batch():
 # ------------------------------------------------------------------ submissions
 
 
+def tracked(*ids: str, state: str = "EMITTED") -> dict[str, set[str]]:
+    return {i: {"SUBMITTED", state} for i in ids}
+
+
 def test_a_clean_run_with_a_retry_has_no_needless_batch():
     batches = [batch("b1", 1_000, "r1", "r2", tag="t1"), batch("b2", 5_000, "r2", tag="t2")]
     attempts = produced(("r1", 1, 10), ("r2", 1, 10), ("r2", 2, 4_000))
-    assert duplicate_submissions(batches, attempts, tracked={"b1", "b2"}) == []
+    assert duplicate_submissions(batches, attempts, tracked("b1", "b2")) == []
 
 
 def test_a_second_provider_batch_under_one_tag_is_needless():
     batches = [batch("b1", 1_000, "r1", tag="t1"), batch("b2", 2_000, "r1", tag="t1")]
-    found = duplicate_submissions(batches, produced(("r1", 1, 10)))
-    assert [d.provider_batch for d in found] == ["b2"]
-    assert any("tag 't1' already created b1" in r for r in found[0].reasons)
-    assert any("'r1' attempt 1 already in b1" in r for r in found[0].reasons)
+    [found] = duplicate_submissions(batches, produced(("r1", 1, 10)))
+    assert (found.provider_batch, found.of, found.requests) == ("b2", "b1", ("r1#1",))
+    assert "tag 't1' already created b1" in str(found)
 
 
 def test_the_same_attempt_in_two_batches_is_needless_even_without_tags():
     # Anthropic batches carry no tag: only the requests tell.
     batches = [batch("b1", 1_000, "r1", "r2"), batch("b2", 2_000, "r3", "r2")]
     attempts = produced(("r1", 1, 10), ("r2", 1, 10), ("r3", 1, 1_500))
-    found = duplicate_submissions(batches, attempts)
-    assert [(d.provider_batch, d.reasons) for d in found] == [
-        ("b2", ("'r2' attempt 1 already in b1",))
-    ]
+    [found] = duplicate_submissions(batches, attempts)
+    assert (found.provider_batch, found.of, found.requests) == ("b2", "b1", ("r2#1",))
 
 
 def test_a_request_twice_in_one_batch_is_needless():
     custom_ids = tuple(assign_custom_ids(["r1", "r1"]))
     twice = ProviderBatch("anthropic", "b1", None, "ended", 1_000, custom_ids)
-    found = duplicate_submissions([twice], produced(("r1", 1, 10), ("r1", 1, 20)))
-    assert [d.provider_batch for d in found] == ["b1"]
+    [found] = duplicate_submissions([twice], produced(("r1", 1, 10), ("r1", 1, 20)))
+    assert (found.provider_batch, found.of, found.requests) == ("b1", "b1", ("r1#1",))
 
 
 def test_resubmitting_after_a_batch_failed_as_a_whole_is_not_needless():
@@ -139,7 +140,8 @@ def test_resubmitting_after_a_batch_failed_as_a_whole_is_not_needless():
         batch("b1", 1_000, "r1", tag="t1", state="failed"),
         batch("b2", 9_000, "r1", tag="t1-q1"),
     ]
-    assert duplicate_submissions(batches, produced(("r1", 1, 10)), tracked={"b1", "b2"}) == []
+    states = {"b1": {"SUBMITTED", "INTENT"}, **tracked("b2")}
+    assert duplicate_submissions(batches, produced(("r1", 1, 10)), states) == []
 
 
 def test_a_needless_batch_is_needless_even_when_it_later_fails():
@@ -151,22 +153,40 @@ def test_a_needless_batch_is_needless_even_when_it_later_fails():
     assert [d.provider_batch for d in found] == ["b2"]
 
 
-def test_a_batch_the_connector_never_tracked_is_an_orphan():
-    # A lost create response, answered by a retry with a fresh attempt: no request attempt
-    # repeats, but the first provider batch is billed and nobody reads its results.
+def test_a_lost_create_response_retried_blindly_counts_once():
+    # The provider created b1, the answer was lost, the SDK created b2 under the same tag:
+    # b1 is an orphan and b2 repeats it; one needless batch, not two.
+    batches = [batch("b1", 1_000, "r1", tag="t1"), batch("b2", 1_100, "r1", tag="t1")]
+    found = duplicate_submissions(batches, produced(("r1", 1, 10)), tracked("b2"))
+    assert [(d.provider_batch, d.of) for d in found] == [("b2", "b1")]
+
+
+def test_an_orphan_retried_with_a_fresh_attempt_is_needless():
+    # No request attempt repeats, but b1 is billed and nobody reads its results.
     batches = [batch("b1", 1_000, "r1", tag="t1"), batch("b2", 5_000, "r1", tag="t2")]
     attempts = produced(("r1", 1, 10), ("r1", 2, 4_000))
     assert duplicate_submissions(batches, attempts) == []
-    found = duplicate_submissions(batches, attempts, tracked={"b2"})
-    assert [d.provider_batch for d in found] == ["b1"]
-    assert "orphan" in found[0].reasons[0]
+    [found] = duplicate_submissions(batches, attempts, tracked("b2"))
+    assert found.provider_batch == "b1" and "orphan" in found.reason
     # Gemini batch ids are named with their resource prefix in the connector's events.
-    assert duplicate_submissions(batches, attempts, tracked={"batches/b1", "b2"}) == []
+    assert duplicate_submissions(batches, attempts, tracked("batches/b1", "b2")) == []
+
+
+def test_a_batch_given_up_while_the_provider_runs_it_is_abandoned():
+    # A transient 404 on poll taken for "gone": the batch runs on, its requests are re-run.
+    batches = [batch("b1", 1_000, "r1", tag="t1"), batch("b2", 5_000, "r1", tag="t2")]
+    attempts = produced(("r1", 1, 10), ("r1", 2, 4_000))
+    states = {**tracked("b1", state="FAILED"), **tracked("b2")}
+    [found] = duplicate_submissions(batches, attempts, states)
+    assert found.provider_batch == "b1" and "abandoned" in found.reason
+    # Failed at the provider too: nothing was billed, nothing is lost.
+    batches[0] = batch("b1", 1_000, "r1", tag="t1", state="failed")
+    assert duplicate_submissions(batches, attempts, states) == []
 
 
 def test_failed_orphans_cost_nothing_and_are_not_counted():
     batches = [batch("b1", 1_000, "r1", tag="t1", state="JOB_STATE_FAILED")]
-    assert duplicate_submissions(batches, produced(("r1", 1, 10)), tracked=set()) == []
+    assert duplicate_submissions(batches, produced(("r1", 1, 10)), {}) == []
 
 
 def test_requests_that_are_not_ours_are_ignored():
@@ -175,7 +195,9 @@ def test_requests_that_are_not_ours_are_ignored():
 
 
 @st.composite
-def connector_runs(draw: st.DrawFn) -> tuple[list[ProviderBatch], list[AttemptRecord], set[str]]:
+def connector_runs(
+    draw: st.DrawFn,
+) -> tuple[list[ProviderBatch], list[AttemptRecord], dict[str, set[str]]]:
     """Runs of a connector that keeps its promise: each attempt in one live batch."""
     rids = draw(st.lists(st.text(min_size=1, max_size=70), min_size=1, max_size=8, unique=True))
     clock = 0
@@ -205,17 +227,17 @@ def connector_runs(draw: st.DrawFn) -> tuple[list[ProviderBatch], list[AttemptRe
                 attempts.append(AttemptRecord(rid, waiting[rid], clock))
             else:
                 del waiting[rid]
-    return batches, attempts, {b.batch_id for b in batches}
+    return batches, attempts, tracked(*(b.batch_id for b in batches))
 
 
 @given(connector_runs(), st.data())
 def test_only_a_copied_attempt_makes_a_needless_batch(run, data):
-    batches, attempts, tracked = run
-    assert duplicate_submissions(batches, attempts, tracked) == []
+    batches, attempts, states = run
+    assert duplicate_submissions(batches, attempts, states) == []
     live = [b for b in batches if b.state != "failed"]
     original = data.draw(st.sampled_from(live))
     copy = ProviderBatch(
         "gemini", "copy", "copy-tag", "done", original.created_ms, original.custom_ids[:1]
     )
-    found = duplicate_submissions([*batches, copy], attempts, tracked | {"copy"})
-    assert [d.provider_batch for d in found] == ["copy"]
+    found = duplicate_submissions([*batches, copy], attempts, {**states, **tracked("copy")})
+    assert [(d.provider_batch, d.of) for d in found] == [("copy", original.batch_id)]

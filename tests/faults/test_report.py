@@ -14,7 +14,7 @@ def test_rows_add_up_their_runs_and_render_under_the_six_columns():
         Account(
             requests=12,
             lost=["a", "b"],
-            duplicate_submissions=[DuplicateSubmission("b2", ("tag",))],
+            duplicate_submissions=[DuplicateSubmission("b2", "tag")],
         )
     )
     lines = table.render().splitlines()
