@@ -105,12 +105,11 @@ class DuplicateSubmission:
     def __str__(self) -> str:
         shown = ", ".join(repr(r) for r in self.requests[:3])
         more = f" (+{len(self.requests) - 3} more)" if len(self.requests) > 3 else ""
-        held = (
-            f"; holds {len(self.requests)} request attempts again: {shown}{more}"
-            if self.requests
-            else ""
-        )
-        return f"{self.provider_batch}: {self.reason}{held}"
+        requests = f"; requests {shown}{more}" if self.requests else ""
+        return f"{self.provider_batch}: {self.reason}{requests}"
+
+    def request_ids(self) -> set[str]:
+        return {r.rsplit("#", 1)[0] for r in self.requests}
 
 
 @dataclass
@@ -240,16 +239,10 @@ def duplicate_submissions(
     tracked it (an orphan) or gave it up as FAILED (abandoned): billed, its results unread.
     A duplicate and the orphan it repeats count once.
     """
-    states = (
-        None
-        if connector_states is None
-        else {normal_batch_id(k): set(v) for k, v in connector_states.items()}
-    )
-    timelines: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for record in attempts:
-        timelines[record.request_id].append((record.at_ms, record.attempt))
-    for timeline in timelines.values():
-        timeline.sort()
+    states = None
+    if connector_states is not None:
+        states = {normal_batch_id(k): set(v) for k, v in connector_states.items()}
+    timelines = _timelines(attempts)
     owners = custom_id_owners(timelines)
     tags: dict[str, str] = {}  # tag → first provider batch
     held: dict[tuple[str, int], str] = {}  # request attempt → provider batch
@@ -267,45 +260,52 @@ def duplicate_submissions(
                     first = first or where
                 mine.add(key)
         if batch.tag and batch.tag in tags:
-            repeats.append(
-                DuplicateSubmission(
-                    batch.batch_id,
-                    f"tag {batch.tag!r} already created {tags[batch.tag]}",
-                    tags[batch.tag],
-                    tuple(again),
-                )
-            )
+            why = f"tag {batch.tag!r} already created {tags[batch.tag]}"
+            repeats.append(DuplicateSubmission(batch.batch_id, why, tags[batch.tag], tuple(again)))
         elif again:
-            repeats.append(
-                DuplicateSubmission(
-                    batch.batch_id, f"repeats requests of {first}", first, tuple(again)
-                )
-            )
+            why = f"repeats requests of {first}"
+            repeats.append(DuplicateSubmission(batch.batch_id, why, first, tuple(again)))
         if batch.tag:
             tags.setdefault(batch.tag, batch.batch_id)
         if batch.state not in FAILED_BATCH_STATES:
-            for key in mine:
-                held.setdefault(key, batch.batch_id)
+            held.update({key: batch.batch_id for key in mine if key not in held})
             if states is not None:
-                seen = states.get(batch.batch_id)
-                if seen is None:
-                    unread.append(
-                        DuplicateSubmission(
-                            batch.batch_id,
-                            "an orphan: never tracked by the connector, billed, results unread",
-                        )
-                    )
-                elif "FAILED" in seen:
-                    unread.append(
-                        DuplicateSubmission(
-                            batch.batch_id,
-                            f"abandoned: the connector gave it up as FAILED while the provider has it {batch.state}",
-                        )
-                    )
+                unread += _unread(batch, mine, states.get(batch.batch_id, set()))
     repeated = {d.of for d in repeats}
     return repeats + [
         d for d in unread if d.provider_batch not in repeated or "abandoned" in d.reason
     ]
+
+
+def _timelines(attempts: Iterable[AttemptRecord]) -> dict[str, list[tuple[int, int]]]:
+    """request id → its (produced at, attempt) records, oldest first."""
+    timelines: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for record in attempts:
+        timelines[record.request_id].append((record.at_ms, record.attempt))
+    for timeline in timelines.values():
+        timeline.sort()
+    return timelines
+
+
+def _unread(
+    batch: ProviderBatch, mine: set[tuple[str, int]], seen: set[str]
+) -> list[DuplicateSubmission]:
+    """The live ``batch`` if the connector, having given it the states ``seen``, never reads it."""
+    held = tuple(f"{request_id}#{attempt}" for request_id, attempt in sorted(mine))
+    if not seen:
+        return [
+            DuplicateSubmission(
+                batch.batch_id,
+                "an orphan: never tracked by the connector, billed, results unread",
+                requests=held,
+            )
+        ]
+    if "FAILED" in seen:
+        why = (
+            f"abandoned: the connector gave it up as FAILED while the provider has it {batch.state}"
+        )
+        return [DuplicateSubmission(batch.batch_id, why, requests=held)]
+    return []
 
 
 def account(

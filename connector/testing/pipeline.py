@@ -183,10 +183,22 @@ class Pipeline:
         """Until worker ``index`` has joined the group and recovered its tables."""
         assert wait_until(lambda: self.is_ready(index), timeout), self.logs()
 
-    def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
+    def kill(
+        self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL, grace_s: float = 30
+    ) -> bool:
+        """Signal a worker and wait for it; SIGKILL it if it outlives ``grace_s``.
+
+        Returns whether it exited from ``sig`` alone.
+        """
         if proc.poll() is None:
             proc.send_signal(sig)
-        proc.wait(30)
+        try:
+            proc.wait(grace_s)
+            return True
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+            return False
 
     def logs(self) -> str:
         return "\n".join(

@@ -76,6 +76,17 @@ class FaultTable:
     def render(self) -> str:
         return render_table(self.rows.values())
 
+    def why(self, per_row: int = 2) -> list[str]:
+        """One line per failing row's first problems, to read under the table."""
+        lines = []
+        for row in self.rows.values():
+            if row.ok:
+                continue
+            counts = f"{row.lost} lost, {row.duplicate_submissions} needless provider batches"
+            reasons = [p.splitlines()[0][:200] for p in row.problems[:per_row]]
+            lines.append(f"FAIL {row.fault}: " + "; ".join([counts, *reasons]))
+        return lines
+
 
 def render_table(rows: Iterable[FaultRow]) -> str:
     """A plain-text table: numbers right-aligned, a totals line under the rows."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,18 @@ def seeds() -> list[int]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[TABLE] = FaultTable()
+    config.addinivalue_line(
+        "markers", "full_matrix: a fault row only `make faults` runs (deselected in `make test`)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if full_matrix():
+        return
+    slow = [item for item in items if item.get_closest_marker("full_matrix")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("full_matrix")]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -57,6 +70,8 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     )
     terminalreporter.section(f"fault matrix — {mode}")
     terminalreporter.write_line(table.render())
+    for line in table.why():
+        terminalreporter.write_line(line)
 
 
 @pytest.fixture
@@ -79,27 +94,32 @@ def fault_run(
     workers are stopped and, if the test failed, their logs kept.
     """
     opened: list[tuple[FaultRun, EmulatorThread]] = []
+    lock = threading.Lock()  # runs may be opened from several threads
 
     def open_run(
-        fault: str, emulator: EmulatorConfig | None = None, bootstrap: str | None = None, **env: str
+        fault: str | None,
+        emulator: EmulatorConfig | None = None,
+        bootstrap: str | None = None,
+        **env: str,
     ) -> FaultRun:
+        with lock:
+            number = len(opened)
+            opened.append(None)  # type: ignore[arg-type] - reserves the number
+        # Each run of a test gets its own topics, app id and log directory.
+        uid, tmp = f"{unique_name}-{number}", tmp_path / f"run-{number}"
+        tmp.mkdir()
         thread = EmulatorThread(emulator or EmulatorConfig(processing_seconds=1.0))
         url = thread.start()
         pipe = Pipeline(
-            bootstrap or kafka_bootstrap,
-            unique_name,
-            tmp_path,
-            thread,
-            url,
-            worker_env={**BASE_ENV, **env},
+            bootstrap or kafka_bootstrap, uid, tmp, thread, url, worker_env={**BASE_ENV, **env}
         )
-        kept = KEPT_LOGS / _slug(request.node.nodeid)
+        kept = KEPT_LOGS / _slug(request.node.nodeid) / f"run-{number}"
         run = FaultRun(pipe, thread.emulator, fault_table, fault, kept)
-        opened.append((run, thread))
+        opened[number] = (run, thread)
         return run
 
     yield open_run
-    for run, thread in opened:
+    for run, thread in filter(None, opened):
         run.close()
         thread.stop()
         if not run.finished:

@@ -132,6 +132,8 @@ class FaultRun:
         self.finished = False
         self.evidence = ""
         self.excerpt_lines = 40  # notable log lines per worker in the evidence
+        self.notes: list[str] = []  # what the test did, for the evidence
+        self.problems: list[str] = []  # failures of the run's own row that no outcome shows
         self._reader: OutcomeReader | None = None
 
     # ------------------------------------------------------------------ what must be answered
@@ -227,10 +229,13 @@ class FaultRun:
         for fault, names in rows.items():
             part = account.subset(names, {i for n in names for i in self.expected[n].ids})
             verdicts[fault] = Verdict(fault, part, self._problems(part))
+        if self.row is not None and self.row.fault in verdicts:
+            verdicts[self.row.fault].problems += self.problems
         self.finished = True
         self.evidence = "\n".join(
             [
                 *(v.describe() for v in verdicts.values() if not v.ok),
+                *(f"note: {n}" for n in self.notes),
                 *(f"outcome for no expected request: {e}" for e in account.unexpected[:5]),
                 *(f"undecodable outcome: {u}" for u in self.reader.undecodable[:5]),
                 f"worker logs are kept in {self.kept_logs}/ when the test fails",
@@ -267,3 +272,4 @@ class FaultRun:
         self.pipe.close()
         if self._reader is not None:
             self._reader.close()
+            self._reader = None

@@ -76,6 +76,25 @@ def test_one_request_known_by_two_input_records_needs_one_outcome():
     assert verdict.duplicate_outcomes == {"twice": 1}
 
 
+def test_a_subset_of_a_verdict_keeps_only_its_requests_and_their_needless_batches():
+    expected = [Expected.request("a"), Expected.request("b"), Expected.request("c")]
+    batches = [batch("b1", 1_000, "a", "b", tag="t"), batch("b2", 2_000, "b", tag="t")]
+    verdict = account(
+        expected,
+        [result("b"), result("b"), result("c")],
+        batches,
+        produced(("a", 1, 0), ("b", 1, 0)),
+    )
+    assert verdict.lost == ["a"] and verdict.duplicate_outcomes == {"b": 1}
+    only_a = verdict.subset(["a"], {"a"})
+    assert (only_a.requests, only_a.lost, only_a.duplicate_outcomes) == (1, ["a"], {})
+    assert only_a.duplicate_submissions == []  # b2 repeats b only
+    only_b = verdict.subset(["b"], {"b"})
+    assert (only_b.lost, only_b.duplicate_outcomes) == ([], {"b": 1})
+    assert [d.provider_batch for d in only_b.duplicate_submissions] == ["b2"]
+    assert verdict.subset(["c"], {"c"}).clean
+
+
 # ------------------------------------------------------------------ attempts
 
 

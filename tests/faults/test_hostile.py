@@ -109,6 +109,7 @@ def isolated(open_run: Callable[..., FaultRun], case: Case) -> tuple[Verdict, st
             f"the worker stopped answering after it: {verdicts[SENTINELS].account.summary()}"
         )
     verdict.problems = [f"(run alone) {p}" for p in verdict.problems]
+    run.close()  # its worker must not outlive it: isolated runs follow one another
     return verdict, run.evidence
 
 
@@ -120,15 +121,19 @@ def test_hostile_inputs_end_as_one_outcome_each_and_the_worker_carries_on(fault_
     rows[SENTINELS] = produce_sentinels(run)
     verdicts = run.judge(rows, timeout=240)
     check_replay(run, verdicts)
+    run.close()
     evidence = [run.evidence]
     failing = [case for case in CASES if not verdicts[row_of(case)].ok]
     if full_matrix() and failing:
-        with ThreadPoolExecutor(ISOLATED_AT_ONCE) as pool:
+        pool = ThreadPoolExecutor(ISOLATED_AT_ONCE)
+        try:
             for case, (verdict, text) in zip(
                 failing, pool.map(lambda c: isolated(fault_run, c), failing), strict=True
             ):
                 verdicts[row_of(case)] = verdict
                 evidence.append(f"--- {case.name}, run alone:\n{text}")
+        finally:
+            pool.shutdown(cancel_futures=True)
     run.record(verdicts)
     assert all(v.ok for v in verdicts.values()), "\n".join(
         [*(v.describe() for v in verdicts.values() if not v.ok), *evidence]

@@ -37,6 +37,10 @@ def test_problems_the_counts_do_not_show_fail_the_row():
     assert "FAIL (1 problem)" in rendered
     assert rendered.count("FAIL") == 2
     assert not table.rows["broker cut"].ok
+    assert table.why() == [
+        "FAIL hostile: tombstone: 0 lost, 0 needless provider batches; dead letter without an error class",
+        "FAIL broker cut: 0 lost, 0 needless provider batches; worker never became ready",
+    ]
 
 
 def test_columns_line_up_whatever_the_width_of_a_fault_name():
