@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench clean constraints
+.PHONY: venv demo test lint bench clean constraints faults
 
 venv: $(STAMP)
 
@@ -19,6 +19,11 @@ demo: venv
 
 test: venv
 	$(BIN)/pytest -q
+
+# Every row of the fault matrix (tests/faults) and its table; `make test` runs a fast subset.
+FAULTS_SEEDS ?= 3
+faults: venv
+	FAULTS_MATRIX=full FAULTS_SEEDS=$(FAULTS_SEEDS) $(BIN)/pytest -q tests/faults
 
 lint: venv
 	$(BIN)/ruff check connector tests benchmarks

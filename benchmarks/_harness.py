@@ -1,5 +1,5 @@
 """What the end-to-end benchmarks share: the embedded broker, the emulator in a child
-process, worker processes through ``tests.fixtures.pipeline.Pipeline``, /proc readings and
+process, worker processes through ``connector.testing.pipeline.Pipeline``, /proc readings and
 a summary of the worker logs. Not a benchmark itself (``make bench`` runs ``bench_*.py``).
 """
 
@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
 
 from connector.broker import EmbeddedBroker  # noqa: E402
 from connector.emulator import EmulatorConfig, EmulatorThread  # noqa: E402
-from tests.fixtures.pipeline import Pipeline  # noqa: E402
+from connector.testing.pipeline import Pipeline  # noqa: E402
 
 MB = 1024 * 1024
 

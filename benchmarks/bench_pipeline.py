@@ -41,7 +41,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from connector import schemas
 from connector.client import RequestProducer, ResultWatcher
 from connector.serde import build_codec
-from tests.fixtures.pipeline import Pipeline
+from connector.testing.pipeline import Pipeline
 
 WORKER = {
     "batching__max_requests": "1000",

@@ -93,6 +93,8 @@ class EmbeddedBroker:
     port: int = 0
     log_path: Path | None = None
     startup_timeout: float = 20.0
+    # Advertise another port to clients, e.g. a proxy's in front of this broker (tests).
+    advertised_port: int = 0
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -117,7 +119,7 @@ class EmbeddedBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.host}:{self.advertised_port}" if self.advertised_port else url,
             "--storage-engine",
             "memory://tansu/",
         ]

@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 
 from connector.client import make_request
-from tests.fixtures.pipeline import wait_until
+from connector.testing.pipeline import wait_until
 
 pytestmark = pytest.mark.integration
 
