@@ -8,6 +8,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -44,8 +45,8 @@ class BatchKey:
 
     @classmethod
     def parse(cls, text: str) -> BatchKey:
-        provider, model, endpoint, *shard = text.split("|", 3)
-        return cls(provider, model, endpoint, int(shard[0]) if shard else 0)
+        """The key written as ``str(key)``; parsed once per distinct text (keys are few)."""
+        return _parse_key(text)
 
     @classmethod
     def of(cls, request: dict[str, Any], shards: int = 1) -> BatchKey:
@@ -103,3 +104,9 @@ def validate_request(
     if body.get("stream"):
         raise ValidationError("streaming requests cannot be batched or answered as one event")
     return body
+
+
+@lru_cache(maxsize=4096)
+def _parse_key(text: str) -> BatchKey:
+    provider, model, endpoint, *shard = text.split("|", 3)
+    return BatchKey(provider, model, endpoint, int(shard[0]) if shard else 0)
