@@ -187,6 +187,8 @@ class DeferredLane:
             return  # the common arrival: nothing is full, no need to plan
         if full_only and self.costs.closes_at_tick(queue.values(), len(queue), limits.max_requests):
             return  # shared prefixes: the next tick closes them, grouped
+        if not full_only and force is None and self._nothing_due(part, queue, key, limits):
+            return  # planning walks the whole queue: skip it on ticks that cannot close
         closes = plan_closes(
             self.costs.closing_order(list(queue.values())),
             now_ms=self.clock(),
@@ -201,6 +203,15 @@ class DeferredLane:
             close = await self._within_budget(part, key, close)
             if close.request_ids:
                 await self.machine.open(part, p, key, close, limits)
+
+    def _nothing_due(self, part: PartitionIndex, queue: dict[str, Any], key: BatchKey, limits: Any) -> bool:
+        """True when no close of ``queue`` can be due now (cheap: the oldest request and sizes)."""
+        if part.deadlines or len(queue) >= min(self.cfg.max_requests, limits.max_requests):
+            return False
+        if part.queued_bytes.get(key, 0) > min(self.cfg.max_bytes, limits.max_bytes):
+            return False
+        waited_ms = self.clock() - next(iter(queue.values())).arrived_ms  # queues keep arrival order
+        return waited_ms < 1000 * min(self.cfg.max_wait_s, self.cfg.max_linger_s)
 
     async def _within_budget(self, part: PartitionIndex, key: BatchKey, close: Close) -> Close:
         """The part of a close the budgets let go; the rest waits, or is dead-lettered."""
