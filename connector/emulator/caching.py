@@ -14,7 +14,7 @@ it, so cached counts never exceed a request's input tokens. Sources:
   cached breakpoint; the rest up to the last breakpoint is written. ``input_tokens`` counts
   only what follows: input = cache_read + cache_creation + input_tokens. Lifetime 5 minutes,
   refreshed on use, or 1 hour with ``"ttl": "1h"``. Messages and Message Batches do not share
-  a cache (PROVIDERS.md).
+  a cache (Anthropic prompt-caching documentation).
 - Gemini (context-caching guide, implicit caching): automatic on 2.5 and newer models from
   2,048 tokens (4,096 on Gemini 3); ``usageMetadata.cachedContentTokenCount``, included in
   ``promptTokenCount``. Gemini documents no step; the emulator reuses OpenAI's 128 tokens.

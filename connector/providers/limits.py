@@ -1,4 +1,4 @@
-"""Per-provider batch limits (see PROVIDERS.md), rounded down to decimal units to stay safe."""
+"""Per-provider batch limits (docs/architecture.md, provider facts), rounded down to decimal units to stay safe."""
 
 from __future__ import annotations
 
