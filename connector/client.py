@@ -17,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -34,7 +34,7 @@ from confluent_kafka import (
 from connector import schemas
 from connector.config import Settings
 from connector.errors import BatchBridgeError, DecodeError
-from connector.model import validate_request
+from connector.model import ENDPOINTS, validate_request
 from connector.serde import Codec, build_codec
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,7 @@ def make_request(
     *,
     validate: bool = True,
     service_tier: str | None = None,
+    endpoints: Mapping[str, frozenset[str]] | None = None,
 ) -> dict[str, Any]:
     """An ``InferenceRequest`` record created now, attempt 1.
 
@@ -84,6 +85,8 @@ def make_request(
         validate: False builds the record as given, for tests and demos of bad input.
         service_tier: None for the lane's usual tier; "flex" lets the realtime lane use
             OpenAI's Flex tier where the model supports it (schemas/InferenceRequest.avsc).
+        endpoints: the providers the connector serves and their endpoints, when it serves
+            named providers (BATCHBRIDGE_PROVIDERS) besides the three built-in ones.
 
     Raises:
         connector.errors.ValidationError: the request would be dead-lettered on arrival.
@@ -102,7 +105,8 @@ def make_request(
         "service_tier": service_tier,
     }
     if validate:
-        validate_request(request, reply_allowlist={reply_topic} if reply_topic else frozenset())
+        allow = {reply_topic} if reply_topic else frozenset()
+        validate_request(request, reply_allowlist=allow, endpoints=endpoints or ENDPOINTS)
     return request
 
 

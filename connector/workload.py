@@ -25,11 +25,15 @@ import yaml
 
 from connector.client import make_request
 from connector.costs.flex import FLEX
+from connector.model import ENDPOINTS
 
 OPENAI_CHAT = ("openai", "gpt-4o-mini", "/v1/chat/completions")
 OPENAI_EMBEDDINGS = ("openai", "text-embedding-3-small", "/v1/embeddings")
 ANTHROPIC = ("anthropic", "claude-3-5-haiku-latest", "/v1/messages")
 GEMINI = ("gemini", "gemini-2.5-flash", "generateContent")
+# A named provider (BATCHBRIDGE_PROVIDERS): OpenAI's batch API served by another vendor.
+GROQ = ("groq", "llama-3.1-8b-instant", "/v1/chat/completions")
+DEMO_ENDPOINTS = {**ENDPOINTS, "groq": frozenset({"/v1/chat/completions"})}
 
 POLICY_TARGETS = (
     ("anthropic", "claude-3-5-haiku-latest", "/v1/messages"),
@@ -87,7 +91,7 @@ def _body(target: tuple[str, str, str], system: str, text: str, max_tokens: int)
     provider, model, endpoint = target
     if endpoint == "/v1/embeddings":
         return {"model": model, "input": text}
-    if provider == "openai":
+    if provider in ("openai", "groq"):
         return {
             "model": model,
             "messages": [{"role": "system", "content": system}, {"role": "user", "content": text}],
@@ -120,10 +124,10 @@ def _kind(i: int, n: int) -> Kind:
 
 
 def _target(i: int) -> tuple[str, str, str]:
-    provider = i % 3
+    provider = i % 4
     if provider == 0:
-        return OPENAI_EMBEDDINGS if (i // 3) % 6 == 5 else OPENAI_CHAT
-    return ANTHROPIC if provider == 1 else GEMINI
+        return OPENAI_EMBEDDINGS if (i // 4) % 6 == 5 else OPENAI_CHAT
+    return (ANTHROPIC, GEMINI, GROQ)[provider - 1]
 
 
 def demo_workload(n: int, run_id: str, now_ms: int) -> list[WorkItem]:
@@ -181,6 +185,7 @@ def build_workload(n: int, run_id: str, now_ms: int) -> list[WorkItem]:
             metadata=metadata,
             deadline_ms=deadline,
             validate=kind not in ("invalid_endpoint", "invalid_body"),
+            endpoints=DEMO_ENDPOINTS,
         )
         request["created_at"] = now_ms
         items.append(WorkItem("realtime" if kind == "realtime" else "deferred", kind, request))

@@ -12,7 +12,7 @@ from connector import summary
 from connector.demo import summarise
 from connector.errors import ValidationError
 from connector.model import validate_request
-from connector.workload import build_workload
+from connector.workload import DEMO_ENDPOINTS, build_workload
 from tests.fixtures.records import sample
 
 
@@ -93,14 +93,14 @@ def test_workload_shape(n):
     if n >= 500:
         assert kinds["realtime"] == n // 20 and kinds["deadline"] == n // 20
         assert invalid == n // 100
-        assert {item.request["provider"] for item in items} == {"openai", "anthropic", "gemini"}
+        assert {item.request["provider"] for item in items} == {"openai", "anthropic", "gemini", "groq"}
         assert any(item.request["endpoint"] == "/v1/embeddings" for item in items)
     for item in items:
         if item.kind.startswith("invalid"):
             with pytest.raises(ValidationError):
-                validate_request(item.request)
+                validate_request(item.request, endpoints=DEMO_ENDPOINTS)
         else:
-            validate_request(item.request)
+            validate_request(item.request, endpoints=DEMO_ENDPOINTS)
         assert (item.lane == "realtime") == (item.kind == "realtime")
         assert (item.request["deadline"] is not None) == (item.kind == "deadline")
 
