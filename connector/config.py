@@ -220,7 +220,7 @@ class Settings(BaseSettings):
     cloudevents: bool = False  # results and dead letters also carry CloudEvents binary-mode headers (ce_*)
     realtime_concurrency: int = Field(8, ge=1)
     realtime_timeout_s: float = Field(60.0, gt=0)
-    max_pending_requests: int = Field(100_000, ge=1)  # per worker, queued + in flight: bounds memory
+    max_pending_requests: int = Field(1_000_000, ge=1)  # per worker, queued + in flight: ~100 B of memory each on rocksdb
     batch_concurrency: int = Field(8, ge=1)  # batches of one partition whose provider calls may overlap
     emit_chunk: int = Field(5000, ge=1)  # outcomes emitted per step before other work gets a turn
     stream_buffer: int = Field(500, ge=1)  # events prefetched per partition (Faust stream_buffer_maxsize)
