@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -97,26 +98,41 @@ def _faust_app(settings: Settings) -> faust.App:
     )
 
 
+@dataclass
+class _Worker:
+    """The parts of one worker that the agents, the timer and the rebalance hooks share."""
+
+    settings: Settings
+    work: faust.TopicT
+    deferred: DeferredLane
+    intake: Intake
+    throttle: InputThrottle
+    in_transit: InTransit
+    work_loop: WorkLoop = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.work_loop = WorkLoop(self.deferred, self.nudge, self.in_transit)
+
+    async def nudge(self, partition: int) -> None:
+        """A tick for ``partition`` now (periodic, or right after a step with more to do)."""
+        await self.work.send(key=None, value=WorkEvent().to_json(), partition=partition)
+
+
 def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -> faust.App:
     """The worker's Faust app: both lanes wired to their topics, tables and timer."""
     app = _faust_app(settings)
-    codec = build_codec(settings)
-    providers = build_providers(settings)
-    prices = PriceTable.load(settings.prices_file)
-    prices.require(providers)
-    outputs = Outputs(app, settings, codec, topic_limits)
-    internal = {"max.message.bytes": settings.kafka.max_request_size}
+    worker = _build(app, settings, topic_limits)
+    _register_agents(app, worker)
+    _register_rebalance_hooks(app, worker)
+    if settings.webhook_port:
+        _serve_webhooks(app, settings, worker.deferred)
+    _watch_health(app, settings)
+    return app
 
-    deferred_in = app.topic(settings.topics.deferred, key_serializer="raw", value_serializer="raw")
-    realtime_in = app.topic(settings.topics.realtime, key_serializer="raw", value_serializer="raw")
-    work = app.topic(
-        f"{settings.app_id}-work",
-        partitions=settings.partitions,
-        internal=True,
-        key_serializer="raw",
-        value_serializer="json",
-        config=internal,
-    )
+
+def _tables(app: faust.App, settings: Settings) -> tuple[Any, Any, Any]:
+    """The changelog-backed tables: pending, batches, budgets."""
+    internal = {"max.message.bytes": settings.kafka.max_request_size}
     tables: dict[str, Any] = {"default": None, "partitions": settings.partitions, "extra_topic_configs": internal}
     if settings.store == "rocksdb":
         # Faust's defaults (64 MB x 3 memtables and a 2 GB block cache per partition and
@@ -126,19 +142,27 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
             "max_write_buffer_number": 2,
             "block_cache_size": settings.store_block_cache_bytes,
         }
-    pending = app.Table("pending", **tables)
-    batches = app.Table("batches", **tables)
-    budgets = app.Table("budgets", **tables)  # daily spend per budget and work partition
+    # Budgets: daily spend per budget and work partition.
+    return tuple(DirectTable.wrap(app.Table(name, **tables)) for name in ("pending", "batches", "budgets"))  # type: ignore[return-value]
 
+
+def _build(app: faust.App, settings: Settings, topic_limits: dict[str, int] | None) -> _Worker:
+    codec = build_codec(settings)
+    providers = build_providers(settings)
+    prices = PriceTable.load(settings.prices_file)
+    prices.require(providers)
+    outputs = Outputs(app, settings, codec, topic_limits)
+    work = app.topic(
+        f"{settings.app_id}-work",
+        partitions=settings.partitions,
+        internal=True,
+        key_serializer="raw",
+        value_serializer="json",
+        config={"max.message.bytes": settings.kafka.max_request_size},
+    )
+    pending, batches, budgets = _tables(app, settings)
     deferred = DeferredLane(
-        settings,
-        providers,
-        outputs,
-        prices,
-        DirectTable.wrap(pending),
-        DirectTable.wrap(batches),
-        flush=app.producer.flush,
-        budgets=budgets,
+        settings, providers, outputs, prices, pending, batches, flush=app.producer.flush, budgets=budgets
     )
     realtime = RealtimeLane(settings, providers, outputs, prices, clock=now_ms)
     in_transit = InTransit()
@@ -162,53 +186,51 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
         lambda: deferred.live_requests() + in_transit.count < settings.max_pending_requests,
         frozenset({settings.topics.realtime, work.get_topic_name()}),
     )
+    return _Worker(settings, work, deferred, intake, throttle, in_transit)
 
-    async def nudge(partition: int) -> None:
-        await work.send(key=None, value=WorkEvent().to_json(), partition=partition)
 
-    work_loop = WorkLoop(deferred, nudge, in_transit)
+def _register_agents(app: faust.App, worker: _Worker) -> None:
+    settings = worker.settings
+    deferred_in = app.topic(settings.topics.deferred, key_serializer="raw", value_serializer="raw")
+    realtime_in = app.topic(settings.topics.realtime, key_serializer="raw", value_serializer="raw")
 
     @app.agent(deferred_in, name="ingest")
     async def ingest(stream: faust.StreamT) -> None:
-        async for events in stream.take_events(settings.stream_buffer, within=INTAKE_LINGER_S):
-            await intake.forward(events)
-            await throttle.check()
+        async for events in stream.take_events(settings.stream_buffer, within=INTAKE_LINGER_S):  # type: ignore[attr-defined]
+            await worker.intake.forward(events)
+            await worker.throttle.check()
 
-    @app.agent(work, name="work")
+    @app.agent(worker.work, name="work")
     async def work_agent(stream: faust.StreamT) -> None:
-        await work_loop.run(stream.events())
+        await worker.work_loop.run(stream.events())
 
     @app.agent(realtime_in, name="realtime", concurrency=settings.realtime_concurrency)
     async def realtime_agent(stream: faust.StreamT) -> None:
-        await intake.realtime_stream(stream.events())
+        await worker.intake.realtime_stream(stream.events())
 
     @app.timer(interval=settings.tick_interval_s)
     async def tick() -> None:
         # Every worker ticks the work partitions it owns: no leader to lose.
-        await throttle.check()
+        await worker.throttle.check()
         for tp in app.assignor.assigned_actives():
-            if tp.topic == work.get_topic_name():
-                await nudge(tp.partition)
+            if tp.topic == worker.work.get_topic_name():
+                await worker.nudge(tp.partition)
 
-    if settings.webhook_port:
-        _serve_webhooks(app, settings, deferred)
-    _watch_health(app, settings)
 
-    @app.on_partitions_revoked.connect
+def _register_rebalance_hooks(app: faust.App, worker: _Worker) -> None:
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: faust.App, revoked: Any, **kwargs: Any) -> None:
-        deferred.reset()
-        throttle.forget()
+        worker.deferred.reset()
+        worker.throttle.forget()
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app_: faust.App, assigned: Any, **kwargs: Any) -> None:
-        deferred.reset()
-        throttle.forget()
-        intake.resumed.clear()
-        owned = sorted(tp.partition for tp in assigned if tp.topic == work.get_topic_name())
-        in_transit.reset(frozenset(owned))
+        worker.deferred.reset()
+        worker.throttle.forget()
+        worker.intake.resumed.clear()
+        owned = sorted(tp.partition for tp in assigned if tp.topic == worker.work.get_topic_name())
+        worker.in_transit.reset(frozenset(owned))
         log.info("assigned work partitions %s", owned)
-
-    return app
 
 
 def _watch_health(app: faust.App, settings: Settings) -> None:
