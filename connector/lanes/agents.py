@@ -13,7 +13,6 @@ becomes that record's dead letter, and sending it is retried until the broker ta
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import zlib
 from collections import defaultdict
@@ -28,16 +27,13 @@ from connector.lanes import records
 from connector.lanes.deferred import DeferredLane, now_ms
 from connector.lanes.intake import Rejected, admit
 from connector.lanes.ledger import PendingEntry, Source, WorkEvent
-from connector.lanes.outputs import Outputs, settle
+from connector.lanes.outputs import Outputs, deliver_all
 from connector.lanes.realtime import RealtimeLane
 from connector.model import BatchKey
 from connector.serde import Codec
 
 log = logging.getLogger(__name__)
 
-# Sends the broker did not acknowledge are tried again after this long (doubling, capped).
-RESEND_INITIAL_S = 0.5
-RESEND_MAX_S = 30.0
 
 
 class _Sender(Protocol):
@@ -52,37 +48,6 @@ def work_partition(key: BatchKey, partitions: int) -> int:
 def _source(event: Any) -> Source:
     msg = event.message
     return (msg.topic, msg.partition, msg.offset)
-
-
-async def deliver_all(sends: Sequence[Callable[[], Awaitable[Awaitable[Any]]]], what: str) -> None:
-    """Send each record and wait until the broker acknowledged all of them.
-
-    A send that fails is repeated with backoff until it succeeds: the input offsets behind
-    these records are committed only after this returns, so giving up would lose them.
-    """
-    todo = list(sends)
-    delay = RESEND_INITIAL_S
-    while todo:
-        deliveries = []
-        for send in todo:
-            try:
-                deliveries.append(await send())
-            except Exception as exc:  # noqa: BLE001 - treated like a failed delivery
-                deliveries.append(_failed(exc))
-        errors = await settle(deliveries)
-        failed = [send for send, error in zip(todo, errors, strict=True) if error is not None]
-        if failed:
-            first = next(e for e in errors if e is not None)
-            log.warning("%d %s not delivered (%s); sending again in %.1fs", len(failed), what, records.exception_message(first), delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RESEND_MAX_S)
-        todo = failed
-
-
-def _failed(exc: BaseException) -> asyncio.Future[Any]:
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_exception(exc)
-    return future
 
 
 class InTransit:

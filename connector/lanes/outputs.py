@@ -10,19 +10,30 @@ cut down until it fits; any other record that does not fit raises :class:`TooLar
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Mapping
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import faust
 
 from connector import schemas
 from connector.config import Settings
-from connector.errors import BatchBridgeError
-from connector.lanes.records import cloudevent_headers, deadletter_headers, fit_failure
+from connector.errors import BatchBridgeError, EncodeError
+from connector.lanes.records import (
+    cloudevent_headers,
+    deadletter_headers,
+    exception_message,
+    fit_failure,
+)
 from connector.serde import Codec
+
+log = logging.getLogger(__name__)
 
 # What a record costs on the wire beyond its key, value and headers (record + batch framing).
 RECORD_OVERHEAD_BYTES = 512
+# Sends the broker did not acknowledge are tried again after this long (doubling, capped).
+RESEND_INITIAL_S = 0.5
+RESEND_MAX_S = 30.0
 
 
 class TooLarge(BatchBridgeError):
@@ -37,6 +48,40 @@ async def settle(deliveries: Iterable[Awaitable[Any]]) -> list[BaseException | N
     """Wait for every delivery; the error of each one that failed, else None, in order."""
     results = await asyncio.gather(*deliveries, return_exceptions=True)
     return [r if isinstance(r, BaseException) else None for r in results]
+
+
+async def deliver_all(sends: Sequence[Callable[[], Awaitable[Awaitable[Any]]]], what: str) -> None:
+    """Send each record and wait until the broker acknowledged all of them.
+
+    A send that fails is repeated with backoff until it succeeds: the input offsets behind
+    these records are committed only after this returns, so giving up would lose them.
+    A record that can never be sent (:class:`TooLarge`, an encoding error) raises at once.
+    """
+    todo = list(sends)
+    delay = RESEND_INITIAL_S
+    while todo:
+        deliveries = []
+        for send in todo:
+            try:
+                deliveries.append(await send())
+            except (TooLarge, EncodeError):
+                raise
+            except Exception as exc:  # noqa: BLE001 - treated like a failed delivery
+                deliveries.append(_failed(exc))
+        errors = await settle(deliveries)
+        failed = [send for send, error in zip(todo, errors, strict=True) if error is not None]
+        if failed:
+            first = next(e for e in errors if e is not None)
+            log.warning("%d %s not delivered (%s); sending again in %.1fs", len(failed), what, exception_message(first), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESEND_MAX_S)
+        todo = failed
+
+
+def _failed(exc: BaseException) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
 
 
 class Outputs:

@@ -19,7 +19,7 @@ from connector import metrics
 from connector.config import Settings
 from connector.costs import flex
 from connector.lanes import records
-from connector.lanes.outputs import Outputs, TooLarge
+from connector.lanes.outputs import Outputs, TooLarge, deliver_all
 from connector.pricing import PriceTable
 from connector.providers.base import BatchItem, Outcome, OutcomeKind, Provider
 from connector.providers.ids import custom_id_for
@@ -73,7 +73,7 @@ class RealtimeLane:
                 service_tier=tier,
             )
             try:
-                await (await self.out.result(record, request.get("reply_topic")))
+                await deliver_all([lambda: self.out.result(record, request.get("reply_topic"))], "results")
             except TooLarge as exc:
                 await self._fail(request, source, records.OVERSIZE, None, f"the result is too large to deliver: {exc}")
                 return
@@ -140,5 +140,5 @@ class RealtimeLane:
         failure = records.failure_record(
             error_class=error_class, message=message, now=self.clock(), request=request, error_code=code, source=source
         )
-        await (await self.out.failure(failure))
+        await deliver_all([lambda: self.out.failure(failure)], "dead letters")
         metrics.labelled(metrics.FAILURES, error_class).inc()

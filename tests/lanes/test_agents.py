@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from connector.lanes import agents
-from connector.lanes.agents import InputThrottle, Intake, WorkLoop, deliver_all, work_partition
+from connector.lanes import agents, outputs
+from connector.lanes.agents import InputThrottle, Intake, WorkLoop, work_partition
 from connector.lanes.ledger import WorkEvent
+from connector.lanes.outputs import deliver_all
 from connector.model import BatchKey
 from connector.schemas import REQUEST
 from connector.serde import AvroCodec
@@ -126,7 +127,7 @@ def intake(work, limit=1_000_000):
 
 
 async def test_intake_bundles_valid_requests_per_work_partition_and_dead_letters_the_rest(monkeypatch):
-    monkeypatch.setattr(agents, "RESEND_INITIAL_S", 0.001)
+    monkeypatch.setattr(outputs, "RESEND_INITIAL_S", 0.001)
     codec = AvroCodec()
     work = FakeWork(fail_first=1)  # the first forward fails and is sent again
     i = intake(work)
@@ -147,7 +148,7 @@ async def test_intake_refuses_a_request_that_does_not_fit_the_state_as_oversize(
 
 
 async def test_deliver_all_gives_up_on_nothing(monkeypatch):
-    monkeypatch.setattr(agents, "RESEND_INITIAL_S", 0.001)
+    monkeypatch.setattr(outputs, "RESEND_INITIAL_S", 0.001)
     work = FakeWork(fail_first=3)
     await deliver_all([lambda: work.send(value=1)], "records")
     assert work.sent == [(None, 1)]
