@@ -78,7 +78,7 @@ def _faust_app(settings: Settings) -> faust.App:
     servers = ";".join(s.strip() for s in settings.kafka.bootstrap_servers.split(","))
     return faust.App(
         settings.app_id,
-        broker=f"{register_transport() if settings.kafka.verify_end_offsets else 'kafka'}://{servers}",
+        broker=f"{register_transport(bool(settings.kafka.verify_end_offsets))}://{servers}",
         broker_credentials=_credentials(settings),
         store=f"{settings.store}://",
         topic_partitions=settings.partitions,

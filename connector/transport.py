@@ -1,4 +1,7 @@
-"""Faust's aiokafka transport, corrected for brokers that under-report end offsets.
+"""Faust's aiokafka transport, corrected where it loses messages.
+
+Two corrections: a consumer that never commits a message no stream processed (see
+:class:`Consumer`), and, for tansu, end offsets verified during recovery.
 
 tansu (the embedded broker) answers ListOffsets with the base offset of a partition's last
 record batch + 1, not the offset after its last record. Faust's table recovery reads a
@@ -9,8 +12,8 @@ batch hid the problem at a large cost in throughput.
 This transport keeps the producer batching and fixes the reading side instead: when
 recovery asks for the end offsets of changelog partitions, it fetches once from the
 reported end - 1 with a throwaway consumer; the fetch response's high watermark is the
-true end. Real Kafka reports exact end offsets, so the worker only uses this transport
-against tansu (``BATCHBRIDGE_KAFKA__VERIFY_END_OFFSETS``, detected by default).
+true end. Real Kafka reports exact end offsets, so the worker verifies them only against
+tansu (``BATCHBRIDGE_KAFKA__VERIFY_END_OFFSETS``, detected by default).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import cast
+from typing import Any, cast
 
 from aiokafka import TopicPartition
 from faust.transport.drivers import TRANSPORTS
@@ -27,7 +30,8 @@ from faust.types import TP
 
 log = logging.getLogger(__name__)
 
-SCHEME = "kafka-verified-ends"
+SCHEME = "kafka-batchbridge"
+VERIFIED_SCHEME = "kafka-batchbridge-verified-ends"
 PROBE_TIMEOUT_S = 10.0
 
 
@@ -69,20 +73,45 @@ class VerifiedEndsConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return ends
 
 
-class VerifiedEndsConsumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer on the verifying thread."""
+class Consumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer that never commits a message no stream processed.
+
+    When a rebalance begins (flow control stops) or a newer generation is assigned, Faust's
+    stream skips the messages already in its buffer, and acknowledges them so that lag does
+    not grow. Their offsets are then committed, and if the partition stays with this worker
+    those messages are never read again: a request produced just before a rebalance (a
+    worker killed, a worker joining) silently vanished. A message a stream processes is
+    tracked first; a skipped one never is. So an untracked message is not acknowledged here:
+    after the rebalance Faust seeks to the committed offset and it is read again.
+    """
+
+    def ack(self, message: Any) -> bool:
+        if not message.tracked:
+            return False
+        return bool(super().ack(message))
+
+
+class VerifiedEndsConsumer(Consumer):
+    """The consumer above, on the thread that verifies end offsets."""
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return VerifiedEndsConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
 class Transport(faust_aiokafka.Transport):
-    """Faust's aiokafka transport with verified end offsets."""
+    """Faust's aiokafka transport whose consumer commits only processed messages."""
+
+    Consumer = Consumer
+
+
+class VerifiedEndsTransport(Transport):
+    """The transport above, with verified end offsets (tansu)."""
 
     Consumer = VerifiedEndsConsumer
 
 
-def register() -> str:
-    """Make ``kafka-verified-ends://`` broker URLs use this transport; the scheme to use."""
+def register(verify_end_offsets: bool) -> str:
+    """Register this module's transports with Faust; the broker URL scheme to use."""
     TRANSPORTS.aliases.setdefault(SCHEME, f"{__name__}:Transport")
-    return SCHEME
+    TRANSPORTS.aliases.setdefault(VERIFIED_SCHEME, f"{__name__}:VerifiedEndsTransport")
+    return VERIFIED_SCHEME if verify_end_offsets else SCHEME
