@@ -11,6 +11,8 @@ import logging
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any
 
+import orjson
+
 from connector.providers.base import Outcome
 
 log = logging.getLogger(__name__)
@@ -30,9 +32,17 @@ async def outcomes_from_lines(
         if not line.strip():
             continue
         try:
-            outcome = parse(json.loads(line))
+            outcome = parse(_loads(line))
         except (ValueError, KeyError, TypeError, AttributeError):
             on_malformed()
             log.warning("skipped malformed line %d (%d chars) in %s", line_no, len(line), source)
             continue
         yield outcome
+
+
+def _loads(line: str | bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        # orjson refuses lone surrogate escapes, which a provider's text can hold.
+        return json.loads(line)
