@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from connector.config import Settings
-from tests.unit.test_env_example import env_names
+from tests.test_env_example import env_names
 
 PREFIX = "BATCHBRIDGE_"
 CONNECTOR = Path(__file__).resolve().parents[2] / "connector"

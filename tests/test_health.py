@@ -86,9 +86,3 @@ async def test_endpoints_answer_with_the_probe_status():
         metrics = await client.get("/metrics")
         assert metrics.status == 200 and "batchbridge_oldest_batch_age_seconds" in await metrics.text()
 
-
-def test_the_consumer_never_acknowledges_a_message_no_stream_processed():
-    from connector.transport import Consumer
-
-    skipped = SimpleNamespace(tracked=False, acked=False)
-    assert Consumer.ack(SimpleNamespace(), skipped) is False and not skipped.acked

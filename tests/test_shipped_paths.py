@@ -13,7 +13,7 @@ from connector.config import get_settings
 from connector.errors import BrokerError
 from connector.shipped import shipped_dir
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from connector.config import Settings
 
-EXAMPLE = Path(__file__).resolve().parents[2] / ".env.example"
+EXAMPLE = Path(__file__).resolve().parents[1] / ".env.example"
 
 
 def env_names(model: type[BaseModel], prefix: str = "BATCHBRIDGE_") -> set[str]:
