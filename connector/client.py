@@ -105,7 +105,7 @@ def make_request(
         "service_tier": service_tier,
     }
     if validate:
-        allow = {reply_topic} if reply_topic else frozenset()
+        allow: frozenset[str] = frozenset({reply_topic}) if reply_topic else frozenset()
         validate_request(request, reply_allowlist=allow, endpoints=endpoints or ENDPOINTS)
     return request
 
@@ -268,7 +268,7 @@ class ResultWatcher:
     def __init__(self, settings: Settings, group_id: str | None = None, codec: Codec | None = None) -> None:
         self._settings = settings
         self._codec = codec or build_codec(settings)
-        self._topics = {
+        self._topics: dict[str, tuple[Literal["result", "deadletter"], str]] = {
             settings.topics.results: ("result", schemas.RESULT),
             settings.topics.deadletter: ("deadletter", schemas.FAILURE),
         }
@@ -307,9 +307,10 @@ class ResultWatcher:
         self._ensure_assigned(max(timeout, 10.0))
         new: list[str] = []
         for msg in self._consumer.consume(max_messages, timeout):
-            if msg.error() is not None:
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", msg.error())
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", error)
                 continue
             request_id = self._take(msg)
             if request_id is not None:
@@ -385,7 +386,7 @@ def read_messages(settings: Settings, topics: Iterable[str], *, timeout: float =
                 if msg.error() is not None:
                     continue
                 key = (msg.topic(), msg.partition())
-                if key in ends and msg.offset() + 1 >= ends[key]:
+                if key in ends and (msg.offset() or 0) + 1 >= ends[key]:
                     del ends[key]
                 yield msg
     finally:

@@ -73,10 +73,10 @@ def plan_primer(
     first = {groups[prefix][0].request_id for prefix in primed}
     primer, waiting, rest = [], [], []
     for m in members:
-        prefix = m.profile.prefix if m.profile is not None else None
+        shared = m.profile.prefix if m.profile is not None else None
         if m.request_id in first:
             primer.append(m.request_id)
-        elif prefix in primed:
+        elif shared in primed:
             waiting.append(m.request_id)
         else:
             rest.append(m.request_id)

@@ -160,9 +160,11 @@ class Intake:
         for partition, entries in bundles.items():
             self.in_transit.forwarded(partition, len(entries))
             for chunk in _chunks(entries, self.work_limit):
-                value = WorkEvent(tuple(chunk)).to_json()
-                sends.append(lambda v=value, p=partition: self.work.send(key=None, value=v, partition=p))
+                sends.append(self._bundle_send(WorkEvent(tuple(chunk)).to_json(), partition))
         await deliver_all(sends, "input records")
+
+    def _bundle_send(self, value: dict[str, Any], partition: int) -> Callable[[], Awaitable[Awaitable[Any]]]:
+        return lambda: self.work.send(key=None, value=value, partition=partition)
 
     async def realtime_stream(self, events: AsyncIterable[Any]) -> None:
         """The ``realtime`` agent: inference.realtime → synchronous calls → results."""

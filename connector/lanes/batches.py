@@ -562,8 +562,9 @@ def _log_if_undelivered(delivery: Any) -> None:
     """Batch events are observability: a lost one is logged, never waited for."""
 
     def check(future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            log.warning("batch event not delivered: %s", records.exception_message(future.exception()))
+        error = None if future.cancelled() else future.exception()
+        if error is not None:
+            log.warning("batch event not delivered: %s", records.exception_message(error))
 
     if isinstance(delivery, asyncio.Future):
         delivery.add_done_callback(check)

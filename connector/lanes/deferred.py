@@ -210,7 +210,7 @@ class DeferredLane:
             return False
         if part.queued_bytes.get(key, 0) > min(self.cfg.max_bytes, limits.max_bytes):
             return False
-        waited_ms = self.clock() - next(iter(queue.values())).arrived_ms  # queues keep arrival order
+        waited_ms: int = self.clock() - next(iter(queue.values())).arrived_ms  # queues keep arrival order
         return waited_ms < 1000 * min(self.cfg.max_wait_s, self.cfg.max_linger_s)
 
     async def _within_budget(self, part: PartitionIndex, key: BatchKey, close: Close) -> Close:

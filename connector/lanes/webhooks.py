@@ -44,7 +44,7 @@ class WebhookReceiver:
             self._seen.popitem(last=False)
         if event.type not in BATCH_EVENTS:
             return 200, "ignored"
-        known = self._on_batch_event(event.data.id)
+        known = self._on_batch_event(event.data.id)  # type: ignore[union-attr]  # every batch.* event has data.id
         return 200, "polling" if known else "unknown batch"
 
     def app(self, path: str = "/webhooks/openai") -> web.Application:
