@@ -16,6 +16,8 @@ import orjson
 from connector.errors import ValidationError
 
 MAX_REQUEST_ID_LEN = 256
+# JSON nesting a body may have: the batch lines wrap it two levels deeper, orjson writes 254.
+MAX_BODY_DEPTH = 252
 
 #: Endpoints each built-in provider's batch API (and synchronous API) accepts. Named
 #: providers add theirs: ``connector.providers.registry.endpoints_of`` gives the full map.
@@ -63,6 +65,14 @@ def parse_body(request: dict[str, Any]) -> dict[str, Any]:
         raise ValidationError(f"body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise ValidationError(f"body must be a JSON object, got {type(body).__name__}")
+    text = request["body"]
+    if text.count("[") + text.count("{") > MAX_BODY_DEPTH:
+        # Only then can it be nested too deeply to write back out: the batch files and
+        # request lines wrap the body two levels deeper, and orjson writes at most 254.
+        try:
+            orjson.dumps([[body]])
+        except TypeError as exc:
+            raise ValidationError(f"body is nested too deeply (at most {MAX_BODY_DEPTH} levels): {exc}") from exc
     return body
 
 

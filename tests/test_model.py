@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 
+import orjson
 import pytest
 
 from connector.client import make_request
 from connector.errors import ValidationError
-from connector.model import ENDPOINTS, MAX_REQUEST_ID_LEN, BatchKey, parse_body, validate_request
+from connector.model import (
+    ENDPOINTS,
+    MAX_BODY_DEPTH,
+    MAX_REQUEST_ID_LEN,
+    BatchKey,
+    parse_body,
+    validate_request,
+)
 
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -104,3 +112,26 @@ def test_sharded_batch_keys_are_stable_spread_and_round_trip():
     same = [str(BatchKey.of(request(request_id="ticket-9"), shards=4)) for _ in range(3)]
     assert len(set(same)) == 1
     assert str(BatchKey.of(request(request_id="ticket-9"))).count("|") == 2  # unsharded: no suffix
+
+
+def _nested_body(levels: int) -> str:
+    """A chat body of ``levels`` nested containers (the body object is the first)."""
+    return json.dumps({"messages": [], "x": json.loads("[" * (levels - 1) + "1" + "]" * (levels - 1))})
+
+
+@pytest.mark.parametrize("depth", [MAX_BODY_DEPTH - 1, MAX_BODY_DEPTH])
+def test_a_body_nested_up_to_the_limit_is_valid_and_writes_back_out(depth):
+    body = parse_body({"body": _nested_body(depth)})
+    # A batch line wraps the body in up to two more levels; that still writes.
+    assert orjson.dumps({"custom_id": "c", "request": {"body": body}})
+
+
+@pytest.mark.parametrize("depth", [MAX_BODY_DEPTH + 1, 900])
+def test_a_body_nested_deeper_than_the_batch_files_can_write_is_invalid(depth):
+    with pytest.raises(ValidationError, match="nested too deeply"):
+        parse_body({"body": _nested_body(depth)})
+
+
+def test_many_brackets_side_by_side_are_not_depth():
+    body = json.dumps({"messages": [], "x": [[1]] * 1000})
+    assert parse_body({"body": body})["x"][0] == [1]
