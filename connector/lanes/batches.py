@@ -334,7 +334,9 @@ class BatchMachine:
             try:
                 handle = await provider.submit(batch.current_tag, items)
             except BatchRejected as exc:
-                await self.set_phase(index, batch, BatchPhase.FAILED, error_code=exc.code or "rejected", error_message=exc.message)
+                await self.set_phase(
+                    index, batch, BatchPhase.FAILED, error_code=exc.code or "rejected", error_message=exc.message, refused=True
+                )
                 return
             except QuotaExceeded as exc:
                 # Refused before it existed: wait for the quota like a quota-failed batch.
@@ -442,7 +444,7 @@ class BatchMachine:
             if not emission.exhausted:
                 return True
         # Requests the provider returned nothing for go through the retry rules.
-        reason = records.failure_class_for_batch(batch.phase)
+        reason = records.failure_class_for_batch(batch)
         message = batch.error_message or f"no result for this request in a {batch.phase.lower()} batch"
         emission.failed += await self._retry_members(index, batch, reason, batch.error_code, message)
         self._emissions.pop(batch.batch_id, None)

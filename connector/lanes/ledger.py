@@ -245,6 +245,7 @@ class BatchRecord:
     provider_state: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    refused: bool = False  # the provider refused to create it (FAILED without a provider batch)
     succeeded: int | None = None
     failed: int | None = None
     primer: bool = False  # warms the prompt cache for the batches that wait for it

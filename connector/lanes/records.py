@@ -247,10 +247,16 @@ def cloudevent_headers(*, kind: str, request_id: str | None, source: str, now_ms
     return [(k, v.encode("utf-8", "replace")) for k, v in headers.items()]
 
 
-def failure_class_for_batch(phase: BatchPhase) -> str:
-    """The dead-letter class for requests a batch left unfinished once attempts run out."""
+def failure_class_for_batch(batch: BatchRecord) -> str:
+    """The dead-letter class for requests a batch left unfinished once attempts run out.
+
+    A batch the provider refused to create (a 4xx on create: an unknown model, a body it
+    will not take) failed on what was asked, not on the way: ``provider_rejected``.
+    """
+    if batch.phase is BatchPhase.FAILED and batch.refused:
+        return PROVIDER_REJECTED
     return {BatchPhase.EXPIRED: EXPIRED, BatchPhase.CANCELLED: CANCELLED, BatchPhase.FAILED: BATCH_FAILED}.get(
-        phase, RETRIES_EXHAUSTED
+        batch.phase, RETRIES_EXHAUSTED
     )
 
 

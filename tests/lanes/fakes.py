@@ -18,7 +18,7 @@ from connector.providers.base import (
     ProviderLimits,
     Usage,
 )
-from connector.providers.exceptions import ProviderUnavailable
+from connector.providers.exceptions import BatchRejected, ProviderUnavailable
 
 
 class Clock:
@@ -79,6 +79,7 @@ class FakeProvider(Provider):
         self.submits = 0
         self.fail_next_submits = 0
         self.lose_submit_response = False
+        self.refuse_submits = False  # a 4xx on create, as for an unknown model
         self.kinds: dict[str, OutcomeKind] = {}  # by request body "text"
         self.final_state = BatchState.ENDED
         self.final_error: str | None = None  # batch-level error code of FAILED batches
@@ -89,6 +90,8 @@ class FakeProvider(Provider):
         if self.fail_next_submits:
             self.fail_next_submits -= 1
             raise ProviderUnavailable("busy", provider=self.name, status=503)
+        if self.refuse_submits:
+            raise BatchRejected("model not found", provider=self.name, status=404, code="NOT_FOUND")
         self.submits += 1
         batch_id = f"batch_{next(self._ids)}"
         self.batches[batch_id] = {"tag": tag, "items": list(items), "state": BatchState.RUNNING}

@@ -160,6 +160,21 @@ async def test_unfinished_requests_of_a_bad_batch_follow_the_retry_rules(state, 
     assert h.outcome_ids() == [f"req-{i}" for i in range(4)]
 
 
+async def test_a_batch_the_provider_refuses_to_create_dead_letters_as_provider_rejected():
+    h = Harness(max_attempts=2)
+    h.provider.refuse_submits = True
+    await h.feed(*[entry(i) for i in range(3)])
+    await h.tick(21)
+    await h.tick(2)
+    assert [(r["request_id"], r["attempt"]) for r in h.out.retries] == [(f"req-{i}", 2) for i in range(3)]
+    await h.feed(*[entry(i, attempt=2) for i in range(3)])
+    await h.tick(21)
+    await h.tick(2)
+    assert {f["error_class"] for f in h.out.failures} == {"provider_rejected"}
+    assert {f["error_code"] for f in h.out.failures} == {"NOT_FOUND"} and h.provider.submits == 0
+    assert sorted(f["request_id"] for f in h.out.failures) == [f"req-{i}" for i in range(3)]
+
+
 async def test_deadline_closes_early_and_escalates_when_batch_is_late():
     h = Harness()
     now = h.clock()
