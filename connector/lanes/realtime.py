@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -19,12 +20,49 @@ from connector import metrics
 from connector.config import Settings
 from connector.costs import flex
 from connector.lanes import records
+from connector.lanes.ledger import REPLAY_OF_KEY
 from connector.lanes.outputs import Outputs, TooLarge, deliver_all
 from connector.pricing import PriceTable
 from connector.providers.base import BatchItem, Outcome, OutcomeKind, Provider
 from connector.providers.ids import custom_id_for
 
 log = logging.getLogger(__name__)
+
+
+class RecentIds:
+    """The request ids this worker answered on the realtime lane within the de-dup window.
+
+    The same id again (at the same or a lower attempt, and not a replay of a dead letter)
+    is a replay, ignored, as on the deferred lane. The deferred lane remembers ids in its
+    changelog-backed table; the realtime lane keeps no state, so this memory is this
+    worker's alone and bounded to ``max_ids``: a copy arriving after a restart, on another
+    worker or past the bound is answered again (consumers de-duplicate on request_id).
+    """
+
+    def __init__(self, window_ms: int, max_ids: int = 100_000) -> None:
+        self.window_ms = window_ms
+        self.max_ids = max_ids
+        # request_id → (attempt, replay_of, forget at); in the order the entries expire
+        self._seen: OrderedDict[str, tuple[int, str | None, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def repeats(self, request: dict[str, Any], now: int) -> bool:
+        """Whether ``request`` repeats one already answered; else remember it."""
+        while self._seen and next(iter(self._seen.values()))[2] <= now:
+            self._seen.popitem(last=False)
+        rid = request["request_id"]
+        attempt = int(request.get("attempt") or 1)
+        replay_of = (request.get("metadata") or {}).get(REPLAY_OF_KEY)
+        seen = self._seen.get(rid)
+        if seen is not None and seen[0] >= attempt and seen[1] == replay_of:
+            return True
+        self._seen[rid] = (attempt, replay_of, now + self.window_ms)
+        self._seen.move_to_end(rid)
+        while len(self._seen) > self.max_ids:
+            self._seen.popitem(last=False)
+        return False
 
 
 class RealtimeLane:
@@ -43,6 +81,7 @@ class RealtimeLane:
         self.prices = prices
         self.clock = clock
         self._sleep = sleep
+        self.recent = RecentIds(int(settings.dedupe_window_s * 1000))
 
     async def _call(self, provider: Provider, item: BatchItem, timeout_s: float | None = None) -> Outcome:
         try:
@@ -54,7 +93,12 @@ class RealtimeLane:
         """Answer one request synchronously; returns once its outcome is acknowledged.
 
         Raises on anything unexpected (the agent dead-letters the request as internal_error).
+        A request id answered within the de-dup window is a replay and is ignored.
         """
+        if self.recent.repeats(request, self.clock()):
+            metrics.DUPLICATES.inc()
+            log.info("realtime %s: a replay of a request already answered; ignored", request["request_id"])
+            return
         provider = self.providers[request["provider"]]
         item = BatchItem(
             custom_id=custom_id_for(request["request_id"]),

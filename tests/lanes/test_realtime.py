@@ -8,7 +8,7 @@ import pytest
 
 from connector.config import BatchingSettings, Settings
 from connector.lanes.outputs import TooLarge
-from connector.lanes.realtime import RealtimeLane
+from connector.lanes.realtime import RealtimeLane, RecentIds
 from connector.pricing import PriceTable
 from connector.providers.base import BatchItem, Outcome, OutcomeKind, Usage
 from tests.lanes.fakes import Clock, FakeOutputs, FakeProvider
@@ -110,3 +110,29 @@ async def test_an_unacknowledged_result_is_sent_again_not_turned_into_a_dead_let
     rt, _ = lane(ScriptedProvider(), out)
     await rt.handle(request(), None)
     assert len(out.results) == 1 and not out.failures
+
+
+async def test_the_same_request_id_again_is_a_replay_and_gets_no_second_answer():
+    provider = ScriptedProvider()
+    out = FakeOutputs()
+    rt, _ = lane(provider, out)
+    await rt.handle(request(body='{"messages": [{"role": "user", "content": "FIRST"}]}'), None)
+    await rt.handle(request(body='{"messages": [{"role": "user", "content": "SECOND"}]}'), None)
+    assert provider.calls == 1 and len(out.results) == 1
+    await rt.handle(request(attempt=2), None)  # a higher attempt is new work
+    replay = request(attempt=2, metadata={"batchbridge.replay_of": "dl-1"})
+    await rt.handle(replay, None)  # so is the replay of a dead letter
+    await rt.handle(replay, None)
+    assert provider.calls == 3 and len(out.results) == 3
+
+
+def test_recent_ids_forget_after_the_window_and_past_their_bound():
+    recent = RecentIds(window_ms=1000, max_ids=3)
+    assert not recent.repeats(request(request_id="a"), now=0)
+    assert recent.repeats(request(request_id="a"), now=999)
+    assert not recent.repeats(request(request_id="a"), now=1000)  # the window has passed
+    for rid in "bcd":
+        assert not recent.repeats(request(request_id=rid), now=1500)
+    assert len(recent) == 3
+    assert not recent.repeats(request(request_id="a"), now=1600)  # evicted as the oldest
+    assert recent.repeats(request(request_id="d"), now=1600)
