@@ -78,6 +78,13 @@ PRODUCER_MAX_BYTES = 16 * 1024 * 1024
 _NOTABLE = re.compile(r"\b(ERROR|CRITICAL|Crashed|Traceback)\b|Error:|Exception:")
 
 
+def where(msg: Message) -> tuple[str, int, int]:
+    """The topic, partition and offset of a consumed or delivered record (always set there)."""
+    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    assert topic is not None and partition is not None and offset is not None, "a record with no place"
+    return topic, partition, offset
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.2) -> bool:
     """Poll ``predicate`` until it is truthy (True) or ``timeout`` seconds pass (False)."""
     deadline = time.monotonic() + timeout
@@ -271,7 +278,7 @@ class Pipeline:
                 if err is not None:
                     errors.append(f"record {index}: {err.str()}")
                 else:
-                    coordinates[index] = source_key(msg.topic(), msg.partition(), msg.offset())
+                    coordinates[index] = source_key(*where(msg))
 
             return report
 
@@ -319,7 +326,7 @@ class Pipeline:
         found = []
         for msg in read_all(self.settings, self.settings.topics.deferred):
             try:
-                record = self.codec.decode(schemas.REQUEST, msg.value(), msg.topic())
+                record = self.codec.decode(schemas.REQUEST, msg.value(), where(msg)[0])
             except (DecodeError, RecursionError, MemoryError):
                 continue
             request_id, attempt = record.get("request_id"), record.get("attempt")
@@ -331,8 +338,9 @@ class Pipeline:
         """The latest value of every key of a worker table (``pending``, ``batches``), from its changelog."""
         latest: dict[str, Any] = {}
         for msg in read_all(self.settings, f"{self.settings.app_id}-{name}-changelog"):
-            key = json.loads(msg.key()) if msg.key() else None
-            latest[str(key)] = json.loads(msg.value()) if msg.value() else None
+            raw_key, raw_value = msg.key(), msg.value()
+            key = json.loads(raw_key) if raw_key else None
+            latest[str(key)] = json.loads(raw_value) if raw_value else None
         return {k: v for k, v in latest.items() if v is not None}
 
     def provider_batches(self) -> list[ProviderBatch]:
@@ -380,13 +388,12 @@ class OutcomeReader:
         for msg in self._consumer.consume(500, timeout):
             if msg.error() is not None:
                 continue
-            kind, schema = self._kinds[msg.topic()]
+            topic = where(msg)[0]
+            kind, schema = self._kinds[topic]
             try:
-                record = self._codec.decode(schema, msg.value(), msg.topic())
+                record = self._codec.decode(schema, msg.value(), topic)
             except DecodeError as exc:
-                self.undecodable.append(
-                    f"{source_key(msg.topic(), msg.partition(), msg.offset())}: {exc.reason}"
-                )
+                self.undecodable.append(f"{source_key(*where(msg))}: {exc.reason}")
                 continue
             self.events.append(outcome_event(kind, record))
         return len(self.events) - before
@@ -506,8 +513,9 @@ def read_all(settings: Settings, topic: str, timeout: float = 15.0) -> list[Mess
             if not ends and not batch:
                 break
             for msg in batch:
-                if msg.offset() + 1 >= ends.get(msg.partition(), 0):
-                    ends.pop(msg.partition(), None)
+                _, partition, offset = where(msg)
+                if offset + 1 >= ends.get(partition, 0):
+                    ends.pop(partition, None)
             messages += batch
         return messages
     finally:
