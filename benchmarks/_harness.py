@@ -73,7 +73,9 @@ def stack(processing_seconds: float) -> Iterator[tuple[EmbeddedBroker, str, Path
     context = multiprocessing.get_context("spawn")
     urls: multiprocessing.Queue = context.Queue()
     stop = context.Event()
-    server = context.Process(target=serve_emulator, args=(processing_seconds, urls, stop), daemon=True)
+    server = context.Process(
+        target=serve_emulator, args=(processing_seconds, urls, stop), daemon=True
+    )
     with contextlib.ExitStack() as cleanup:
         scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bb-bench-")))
         broker = cleanup.enter_context(EmbeddedBroker(log_path=scratch / "broker.log"))

@@ -71,7 +71,9 @@ def queue_of(count: int) -> list[Queued]:
 
 
 def plan_once(queue: list[Queued]) -> list[tuple[str, ...]]:
-    closes = plan_closes(queue, now_ms=NOW, cfg=CFG, limit_requests=LIMIT_REQUESTS, limit_bytes=LIMIT_BYTES)
+    closes = plan_closes(
+        queue, now_ms=NOW, cfg=CFG, limit_requests=LIMIT_REQUESTS, limit_bytes=LIMIT_BYTES
+    )
     return [close.request_ids for close in closes]
 
 
@@ -81,7 +83,10 @@ def slice_once(queue: list[Queued]) -> list[tuple[str, ...]]:
 
 
 def per_arrival(
-    refs: list[Queued], plan: Callable[[list[Queued]], list[tuple[str, ...]]], *, check_first: bool = True
+    refs: list[Queued],
+    plan: Callable[[list[Queued]], list[tuple[str, ...]]],
+    *,
+    check_first: bool = True,
 ) -> int:
     """Index each arrival; plan its key's queue (when full, or always); drop what closed."""
     queue: dict[str, Queued] = {}
@@ -121,14 +126,18 @@ def main() -> int:
     rows: list[Row] = []
 
     seconds, planned = best(args.repeat, lambda: plan_once(queue))
-    rows.append(Row("plan_closes, one call over the queue", n, 1, seconds, f"{len(planned)} batches"))
+    rows.append(
+        Row("plan_closes, one call over the queue", n, 1, seconds, f"{len(planned)} batches")
+    )
     expected = planned
     seconds, sliced = best(args.repeat, lambda: slice_once(queue))
     same = "same batches" if sliced == expected else "DIFFERENT batches"
     rows.append(Row("  baseline: list slicing", n, 1, seconds, f"{len(sliced)} batches, {same}"))
 
     seconds, batches = best(args.repeat, lambda: per_arrival(queue, plan_once))
-    rows.append(Row("lane arrival path (check, plan when full)", n, n, seconds, f"{batches} batches"))
+    rows.append(
+        Row("lane arrival path (check, plan when full)", n, n, seconds, f"{batches} batches")
+    )
     seconds, batches = best(args.repeat, lambda: per_arrival(queue, slice_once))
     rows.append(Row("  baseline: check, slice when full", n, n, seconds, f"{batches} batches"))
     seconds, batches = best(args.repeat, lambda: per_arrival(queue, plan_once, check_first=False))
@@ -142,10 +151,14 @@ def main() -> int:
     seconds, _ = best(args.repeat, lambda: [custom_id_for(rid) for rid in ids])
     rows.append(Row("  custom_id_for alone (no clash check)", n, n, seconds, ""))
 
-    print(f"best of {args.repeat}; closing by count {CAP}; ops/s = items (requests or ids) per second")
+    print(
+        f"best of {args.repeat}; closing by count {CAP}; ops/s = items (requests or ids) per second"
+    )
     print(f"{'operation':<44} {'items':>7} {'calls':>7} {'ms':>9} {'ops/s':>12}  check")
     for r in rows:
-        print(f"{r.operation:<44} {r.items:>7} {r.calls:>7} {r.seconds * 1000:>9.1f} {r.per_second:>12,.0f}  {r.check}")
+        print(
+            f"{r.operation:<44} {r.items:>7} {r.calls:>7} {r.seconds * 1000:>9.1f} {r.per_second:>12,.0f}  {r.check}"
+        )
     plan, slicing = rows[0], rows[1]
     lane, lane_base = rows[2], rows[3]
     ids_row, ids_base = rows[5], rows[6]
@@ -154,8 +167,10 @@ def main() -> int:
         f"per arrival {lane.seconds / lane_base.seconds:.1f}×, "
         f"assign_custom_ids {ids_row.seconds / ids_base.seconds:.1f}×"
     )
-    print(f"per arrival: {lane.seconds / n * 1e6:.2f} µs per request (re-planning every arrival: "
-          f"{rows[4].seconds / n * 1e6:.0f} µs)")
+    print(
+        f"per arrival: {lane.seconds / n * 1e6:.2f} µs per request (re-planning every arrival: "
+        f"{rows[4].seconds / n * 1e6:.0f} µs)"
+    )
     return 0
 
 

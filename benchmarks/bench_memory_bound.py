@@ -67,13 +67,22 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def run(
-    scenario: str, broker: EmbeddedBroker, url: str, scratch, backlog: int, max_pending: int, seconds: float, body: int
+    scenario: str,
+    broker: EmbeddedBroker,
+    url: str,
+    scratch,
+    backlog: int,
+    max_pending: int,
+    seconds: float,
+    body: int,
 ) -> Row:
     pipe = pipeline(broker, url, scratch)
     text = "x" * body
     pipe.produce([pipe.request(f"mem-{i}", text=f"{i} {text}") for i in range(backlog)])
     port = free_port()
-    worker = pipe.start_worker(**WORKER, max_pending_requests=str(max_pending), metrics_port=str(port))
+    worker = pipe.start_worker(
+        **WORKER, max_pending_requests=str(max_pending), metrics_port=str(port)
+    )
     peak = final = 0
     metrics: dict[str, float] = {}
     try:
@@ -102,8 +111,12 @@ def run(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=30.0, help="RSS sampling time per scenario")
-    parser.add_argument("--body-bytes", type=int, default=2048, help="approximate request body size")
+    parser.add_argument(
+        "--seconds", type=float, default=30.0, help="RSS sampling time per scenario"
+    )
+    parser.add_argument(
+        "--body-bytes", type=int, default=2048, help="approximate request body size"
+    )
     parser.add_argument("--small", type=int, default=2_000, help="the smaller backlog")
     parser.add_argument("--large", type=int, default=10_000, help="the larger backlog")
     args = parser.parse_args()
@@ -116,10 +129,25 @@ def main() -> int:
     started = time.monotonic()
     with stack(processing_seconds=3600.0) as (broker, url, scratch):
         for scenario, backlog, max_pending in scenarios:
-            rows.append(run(scenario, broker, url, scratch, backlog, max_pending, args.seconds, args.body_bytes))
+            rows.append(
+                run(
+                    scenario,
+                    broker,
+                    url,
+                    scratch,
+                    backlog,
+                    max_pending,
+                    args.seconds,
+                    args.body_bytes,
+                )
+            )
 
-    print(f"worker RSS over {args.seconds:.0f} s per scenario, ~{args.body_bytes} B bodies, batches of 100 held in flight")
-    print(f"{'scenario':<22} {'backlog':>8} {'max_pending':>12} {'peak RSS MB':>12} {'final RSS MB':>13} {'admitted':>9}")
+    print(
+        f"worker RSS over {args.seconds:.0f} s per scenario, ~{args.body_bytes} B bodies, batches of 100 held in flight"
+    )
+    print(
+        f"{'scenario':<22} {'backlog':>8} {'max_pending':>12} {'peak RSS MB':>12} {'final RSS MB':>13} {'admitted':>9}"
+    )
     for r in rows:
         admitted = "?" if r.admitted is None else str(r.admitted)
         print(

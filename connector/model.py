@@ -53,7 +53,11 @@ class BatchKey:
     @classmethod
     def of(cls, request: dict[str, Any], shards: int = 1) -> BatchKey:
         # crc32, not hash(): the shard must be the same in every process and after restarts.
-        shard = zlib.crc32(request["request_id"].encode("utf-8", "surrogatepass")) % shards if shards > 1 else 0
+        shard = (
+            zlib.crc32(request["request_id"].encode("utf-8", "surrogatepass")) % shards
+            if shards > 1
+            else 0
+        )
         return cls(request["provider"], request["model"], request["endpoint"], shard)
 
 
@@ -72,7 +76,9 @@ def parse_body(request: dict[str, Any]) -> dict[str, Any]:
         try:
             orjson.dumps([[body]])
         except TypeError as exc:
-            raise ValidationError(f"body is nested too deeply (at most {MAX_BODY_DEPTH} levels): {exc}") from exc
+            raise ValidationError(
+                f"body is nested too deeply (at most {MAX_BODY_DEPTH} levels): {exc}"
+            ) from exc
     return body
 
 
@@ -91,10 +97,14 @@ def validate_request(
     if not isinstance(request_id, str) or not request_id:
         raise ValidationError("request_id must be a non-empty string")
     if len(request_id) > MAX_REQUEST_ID_LEN:
-        raise ValidationError(f"request_id is {len(request_id)} characters; at most {MAX_REQUEST_ID_LEN}")
+        raise ValidationError(
+            f"request_id is {len(request_id)} characters; at most {MAX_REQUEST_ID_LEN}"
+        )
     provider = request.get("provider")
     if not isinstance(provider, str) or provider not in endpoints:
-        raise ValidationError(f"unknown provider {provider!r}; expected one of {', '.join(endpoints)}")
+        raise ValidationError(
+            f"unknown provider {provider!r}; expected one of {', '.join(endpoints)}"
+        )
     if not request.get("model"):
         raise ValidationError("model must be set")
     if "|" in request["model"]:

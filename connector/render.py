@@ -181,7 +181,16 @@ def _demo_overview(result: Mapping[str, Any]) -> Table:
 
 def _workload_table(workloads: Mapping[str, Mapping[str, Any]]) -> Table:
     table = Table(title="By workload: saving against realtime prices without caching")
-    columns = ("workload", "results", "cost", "realtime cost", "saving", "batch discount", "prompt cache", "Flex tier")
+    columns = (
+        "workload",
+        "results",
+        "cost",
+        "realtime cost",
+        "saving",
+        "batch discount",
+        "prompt cache",
+        "Flex tier",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "workload" else "right")
     for name, report in workloads.items():

@@ -59,7 +59,10 @@ def with_defaults(schema: str, record: dict[str, Any]) -> dict[str, Any]:
     defaults = _defaults(schema)
     if all(name in record for name, _ in defaults):
         return record  # the common case: records the lanes build are complete
-    out = {name: copy.copy(value) if isinstance(value, dict | list) else value for name, value in _defaults(schema)}
+    out = {
+        name: copy.copy(value) if isinstance(value, dict | list) else value
+        for name, value in _defaults(schema)
+    }
     out.update(record)
     return out
 
@@ -95,10 +98,14 @@ class AvroCodec:
         try:
             record = fastavro.schemaless_reader(buf, _parsed(schema), None)
         except Exception as exc:  # fastavro raises anything from EOFError to UnicodeDecodeError
-            raise DecodeError(f"not a valid Avro {schema}: {type(exc).__name__}: {exc}", raw, schema=schema) from exc
+            raise DecodeError(
+                f"not a valid Avro {schema}: {type(exc).__name__}: {exc}", raw, schema=schema
+            ) from exc
         if buf.tell() != len(raw):
             raise DecodeError(
-                f"not a valid Avro {schema}: {len(raw) - buf.tell()} trailing bytes", raw, schema=schema
+                f"not a valid Avro {schema}: {len(raw) - buf.tell()} trailing bytes",
+                raw,
+                schema=schema,
             )
         return _millis(record)
 
@@ -111,7 +118,11 @@ def _json_default(value: Any) -> Any:
 
 def _bytes_fields(schema: str) -> set[str]:
     fields = schemas.schema_dict(schema)["fields"]
-    return {f["name"] for f in fields if f["type"] == "bytes" or (isinstance(f["type"], list) and "bytes" in f["type"])}
+    return {
+        f["name"]
+        for f in fields
+        if f["type"] == "bytes" or (isinstance(f["type"], list) and "bytes" in f["type"])
+    }
 
 
 class JsonCodec:
@@ -132,9 +143,13 @@ class JsonCodec:
         if problem:
             raise EncodeError(f"{schema} record does not fit its schema: {problem}")
         try:
-            return json.dumps(full, default=_json_default, separators=(",", ":"), ensure_ascii=False).encode()
+            return json.dumps(
+                full, default=_json_default, separators=(",", ":"), ensure_ascii=False
+            ).encode()
         except UnicodeEncodeError as exc:
-            raise EncodeError(f"{schema} record holds text that is not valid Unicode: {exc}") from exc
+            raise EncodeError(
+                f"{schema} record holds text that is not valid Unicode: {exc}"
+            ) from exc
 
     def decode(self, schema: str, data: bytes | None, topic: str) -> dict[str, Any]:
         raw = _check_present(data, schema)
@@ -145,13 +160,17 @@ class JsonCodec:
         except RecursionError as exc:
             raise DecodeError("JSON nested too deeply to decode", raw, schema=schema) from exc
         if not isinstance(record, dict):
-            raise DecodeError(f"JSON {schema} must be an object, got {type(record).__name__}", raw, schema=schema)
+            raise DecodeError(
+                f"JSON {schema} must be an object, got {type(record).__name__}", raw, schema=schema
+            )
         for name in _bytes_fields(schema):
             if isinstance(record.get(name), str):
                 try:
                     record[name] = base64.b64decode(record[name], validate=True)
                 except ValueError as exc:
-                    raise DecodeError(f"field {name} is not base64: {exc}", raw, schema=schema) from exc
+                    raise DecodeError(
+                        f"field {name} is not base64: {exc}", raw, schema=schema
+                    ) from exc
         record = with_defaults(schema, record)
         problem = self._validate(schema, record)
         if problem:
@@ -187,25 +206,35 @@ class ConfluentCodec:
         if schema not in self._deserializers:
             from confluent_kafka.schema_registry.avro import AvroDeserializer
 
-            self._deserializers[schema] = AvroDeserializer(self._client, schemas.schema_json(schema))
+            self._deserializers[schema] = AvroDeserializer(
+                self._client, schemas.schema_json(schema)
+            )
         return self._deserializers[schema]
 
     def encode(self, schema: str, record: dict[str, Any], topic: str) -> bytes:
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         try:
-            return self._serializer(schema)(with_defaults(schema, record), SerializationContext(topic, MessageField.VALUE))
+            return self._serializer(schema)(
+                with_defaults(schema, record), SerializationContext(topic, MessageField.VALUE)
+            )
         except Exception as exc:  # SerializationError, ValueError, registry errors
-            raise EncodeError(f"{schema} record could not be serialised for {topic}: {exc}") from exc
+            raise EncodeError(
+                f"{schema} record could not be serialised for {topic}: {exc}"
+            ) from exc
 
     def decode(self, schema: str, data: bytes | None, topic: str) -> dict[str, Any]:
         from confluent_kafka.serialization import MessageField, SerializationContext
 
         raw = _check_present(data, schema)
         try:
-            record = self._deserializer(schema)(raw, SerializationContext(topic, MessageField.VALUE))
+            record = self._deserializer(schema)(
+                raw, SerializationContext(topic, MessageField.VALUE)
+            )
         except Exception as exc:  # SerializationError for bad magic byte, unknown id, bad Avro
-            raise DecodeError(f"not a valid Schema Registry Avro {schema}: {exc}", raw, schema=schema) from exc
+            raise DecodeError(
+                f"not a valid Schema Registry Avro {schema}: {exc}", raw, schema=schema
+            ) from exc
         if not isinstance(record, dict):
             raise DecodeError(f"decoded {schema} is not a record", raw, schema=schema)
         return _millis(record)
@@ -217,6 +246,10 @@ def build_codec(settings: Settings) -> Codec:
     if settings.serde == "json":
         return JsonCodec()
     if settings.serde == "confluent":
-        auth = settings.schema_registry_auth.get_secret_value() if settings.schema_registry_auth else None
+        auth = (
+            settings.schema_registry_auth.get_secret_value()
+            if settings.schema_registry_auth
+            else None
+        )
         return ConfluentCodec(settings.schema_registry_url, auth)
     raise ConfigError(f"unknown serde {settings.serde!r}")

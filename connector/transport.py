@@ -64,10 +64,18 @@ class VerifiedEndsConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             for tp, target in targets.items():
                 true_end = consumer.highwater(target)
                 if true_end is not None and true_end > ends[tp]:
-                    log.info("%s[%d]: end offset %d, not the reported %d", tp.topic, tp.partition, true_end, ends[tp])
+                    log.info(
+                        "%s[%d]: end offset %d, not the reported %d",
+                        tp.topic,
+                        tp.partition,
+                        true_end,
+                        ends[tp],
+                    )
                     ends[tp] = true_end
             if len(answered) < len(probe):
-                log.warning("end offsets of %s could not be verified", sorted(set(probe) - answered))
+                log.warning(
+                    "end offsets of %s could not be verified", sorted(set(probe) - answered)
+                )
         finally:
             await consumer.stop()
         return ends

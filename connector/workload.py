@@ -48,7 +48,9 @@ FLEX_EVERY = 20  # one support_policy request in this many is realtime at the Fl
 
 NEAR_DEADLINE_S = 8.0
 
-Kind = Literal["batch", "realtime", "deadline", "invalid_endpoint", "invalid_body", "policy", "policy_flex"]
+Kind = Literal[
+    "batch", "realtime", "deadline", "invalid_endpoint", "invalid_body", "policy", "policy_flex"
+]
 
 
 @dataclass(frozen=True)
@@ -60,14 +62,20 @@ class WorkItem:
 
 @lru_cache(maxsize=1)
 def load_dataset() -> dict[str, Any]:
-    text = resources.files("connector").joinpath("data/demo_workload.json").read_text(encoding="utf-8")
+    text = (
+        resources.files("connector").joinpath("data/demo_workload.json").read_text(encoding="utf-8")
+    )
     return json.loads(text)
 
 
 @lru_cache(maxsize=1)
 def support_policy() -> str:
     """The support policy as one system prompt."""
-    text = resources.files("connector").joinpath("data/support_policy.yaml").read_text(encoding="utf-8")
+    text = (
+        resources.files("connector")
+        .joinpath("data/support_policy.yaml")
+        .read_text(encoding="utf-8")
+    )
     policy = yaml.safe_load(text)
     sections = "\n\n".join(f"{s['title']}\n{s['text']}" for s in policy["sections"])
     return f"{policy['title']}\n\n{policy['instruction']}\n\n{sections}"
@@ -84,7 +92,10 @@ def _prompt(task: str, index: int, data: dict[str, Any]) -> tuple[str, str]:
         )
         return system, ticket
     doc = data["documents"][index % len(data["documents"])]
-    return "Summarise the document in two sentences for a busy manager.", f"{doc['title']}\n\n{doc['text']}"
+    return (
+        "Summarise the document in two sentences for a busy manager.",
+        f"{doc['title']}\n\n{doc['text']}",
+    )
 
 
 def _body(target: tuple[str, str, str], system: str, text: str, max_tokens: int) -> dict[str, Any]:
@@ -134,7 +145,9 @@ def demo_workload(n: int, run_id: str, now_ms: int) -> list[WorkItem]:
     """The demo's ``n`` requests: the mixed workload, then :data:`POLICY_SHARE` of them
     under the shared support policy."""
     policy = int(n * POLICY_SHARE)
-    return build_workload(n - policy, run_id, now_ms) + policy_workload(policy, run_id, now_ms, first=n - policy)
+    return build_workload(n - policy, run_id, now_ms) + policy_workload(
+        policy, run_id, now_ms, first=n - policy
+    )
 
 
 def policy_workload(n: int, run_id: str, now_ms: int, *, first: int = 0) -> list[WorkItem]:
@@ -146,13 +159,24 @@ def policy_workload(n: int, run_id: str, now_ms: int, *, first: int = 0) -> list
         kind: Kind = "policy_flex" if j % FLEX_EVERY == FLEX_EVERY - 1 else "policy"
         provider, model, endpoint = FLEX_TARGET if kind == "policy_flex" else POLICY_TARGETS[j % 3]
         ticket = data["tickets"][j % len(data["tickets"])]
-        metadata = {"task": "classify", "source": "demo", "item": str(i), "workload": SUPPORT_POLICY}
+        metadata = {
+            "task": "classify",
+            "source": "demo",
+            "item": str(i),
+            "workload": SUPPORT_POLICY,
+        }
         body = _body((provider, model, endpoint), support_policy(), ticket, 20)
         if model.startswith("gpt-5"):  # reasoning models take no max_tokens
             body["max_completion_tokens"] = body.pop("max_tokens")
         tier = FLEX if kind == "policy_flex" else None
         request = make_request(
-            f"demo-{run_id}-{i:05d}", provider, model, endpoint, body, metadata=metadata, service_tier=tier
+            f"demo-{run_id}-{i:05d}",
+            provider,
+            model,
+            endpoint,
+            body,
+            metadata=metadata,
+            service_tier=tier,
         )
         request["created_at"] = now_ms
         items.append(WorkItem("realtime" if kind == "policy_flex" else "deferred", kind, request))

@@ -10,7 +10,18 @@ from connector.config import get_settings
 
 runner = CliRunner()
 
-COMMANDS = ("broker", "topics", "emulator", "worker", "status", "report", "demo", "produce", "deadletters", "replay")
+COMMANDS = (
+    "broker",
+    "topics",
+    "emulator",
+    "worker",
+    "status",
+    "report",
+    "demo",
+    "produce",
+    "deadletters",
+    "replay",
+)
 
 
 @pytest.fixture(autouse=True)

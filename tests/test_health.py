@@ -22,7 +22,9 @@ def fake_app(*, rebalancing=False, count=1, offsets=None, task_done=False):
     task = SimpleNamespace(done=lambda: task_done)
     agent = SimpleNamespace(name="work", _actors=[SimpleNamespace(actor_task=task)])
     return SimpleNamespace(
-        rebalancing=rebalancing, rebalancing_count=count, tables=SimpleNamespace(recovery=recovery),
+        rebalancing=rebalancing,
+        rebalancing_count=count,
+        tables=SimpleNamespace(recovery=recovery),
         agents={"work": agent},
     )
 
@@ -84,5 +86,6 @@ async def test_endpoints_answer_with_the_probe_status():
         app.rebalancing = False
         assert (await client.get("/readyz")).status == 200
         metrics = await client.get("/metrics")
-        assert metrics.status == 200 and "batchbridge_oldest_batch_age_seconds" in await metrics.text()
-
+        assert (
+            metrics.status == 200 and "batchbridge_oldest_batch_age_seconds" in await metrics.text()
+        )

@@ -40,7 +40,11 @@ def request(**changes):
 
 @pytest.mark.parametrize(
     ("provider", "endpoint"),
-    [(provider, endpoint) for provider, endpoints in ENDPOINTS.items() for endpoint in sorted(endpoints)],
+    [
+        (provider, endpoint)
+        for provider, endpoints in ENDPOINTS.items()
+        for endpoint in sorted(endpoints)
+    ],
 )
 def test_every_supported_endpoint_is_valid(provider, endpoint):
     assert validate_request(request(provider=provider, endpoint=endpoint)) == CHAT
@@ -89,8 +93,15 @@ def test_batch_key_round_trips_through_text():
 
 
 def test_make_request_builds_a_valid_record():
-    made = make_request("r-9", "anthropic", "claude-3-5-haiku-latest", "/v1/messages", {"max_tokens": 5},
-                        metadata={"n": 3}, deadline_ms=123)
+    made = make_request(
+        "r-9",
+        "anthropic",
+        "claude-3-5-haiku-latest",
+        "/v1/messages",
+        {"max_tokens": 5},
+        metadata={"n": 3},
+        deadline_ms=123,
+    )
     assert made["attempt"] == 1
     assert made["metadata"] == {"n": "3"}
     assert json.loads(made["body"]) == {"max_tokens": 5}
@@ -100,7 +111,10 @@ def test_make_request_builds_a_valid_record():
 def test_make_request_rejects_invalid_unless_told_not_to_validate():
     with pytest.raises(ValidationError):
         make_request("r", "openai", "gpt-4o-mini", "/v1/unknown", CHAT)
-    assert make_request("r", "openai", "gpt-4o-mini", "/v1/unknown", CHAT, validate=False)["endpoint"] == "/v1/unknown"
+    assert (
+        make_request("r", "openai", "gpt-4o-mini", "/v1/unknown", CHAT, validate=False)["endpoint"]
+        == "/v1/unknown"
+    )
 
 
 def test_sharded_batch_keys_are_stable_spread_and_round_trip():
@@ -116,7 +130,9 @@ def test_sharded_batch_keys_are_stable_spread_and_round_trip():
 
 def _nested_body(levels: int) -> str:
     """A chat body of ``levels`` nested containers (the body object is the first)."""
-    return json.dumps({"messages": [], "x": json.loads("[" * (levels - 1) + "1" + "]" * (levels - 1))})
+    return json.dumps(
+        {"messages": [], "x": json.loads("[" * (levels - 1) + "1" + "]" * (levels - 1))}
+    )
 
 
 @pytest.mark.parametrize("depth", [MAX_BODY_DEPTH - 1, MAX_BODY_DEPTH])

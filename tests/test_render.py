@@ -58,7 +58,11 @@ def test_report_without_results_has_no_breakdown() -> None:
 
 
 def test_demo_summary_renders_the_pure_summary() -> None:
-    failure = sample("InferenceFailure") | {"request_id": "c", "error_class": "invalid_input", "truncated": None}
+    failure = sample("InferenceFailure") | {
+        "request_id": "c",
+        "error_class": "invalid_input",
+        "truncated": None,
+    }
     out = summarise(
         3,
         {"a": ("result", result("a", cache_savings_usd=0.2)), "c": ("deadletter", failure)},
@@ -74,7 +78,11 @@ def test_demo_summary_renders_the_pure_summary() -> None:
 
 
 def dead(offset: int, request_id: str | None, **fields: object) -> DeadLetter:
-    record = sample("InferenceFailure") | {"request_id": request_id, "failed_at": 1_800_000_000_000, "truncated": None}
+    record = sample("InferenceFailure") | {
+        "request_id": request_id,
+        "failed_at": 1_800_000_000_000,
+        "truncated": None,
+    }
     if request_id is None:
         record["request"] = None
     return DeadLetter("dlq", 0, offset, record | fields)

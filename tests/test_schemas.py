@@ -90,7 +90,9 @@ def read_with_current(name: str, writer_schema: dict, data: bytes) -> dict:
 
 def read_with_avro(writer: dict, reader: dict, data: bytes) -> dict:
     """Schema resolution by the Apache reference library, a second implementation."""
-    datum_reader = avro.io.DatumReader(avro.schema.parse(json.dumps(writer)), avro.schema.parse(json.dumps(reader)))
+    datum_reader = avro.io.DatumReader(
+        avro.schema.parse(json.dumps(writer)), avro.schema.parse(json.dumps(reader))
+    )
     return datum_reader.read(avro.io.BinaryDecoder(io.BytesIO(data)))
 
 
@@ -147,7 +149,15 @@ def test_backward_check_machinery_resolves_nested_records():
     assert sample(schemas.RESULT)["usage"]["cache_write_tokens"] != 0
     # Without defaults in the reader's Usage, the same nested change is caught.
     reader_usage = next(f["type"] for f in current["fields"] if f["name"] == "usage")
-    strict_usage = dict(reader_usage, fields=[{k: v for k, v in f.items() if k != "default"} for f in reader_usage["fields"]])
-    strict = dict(current, fields=[dict(f, type=strict_usage) if f["name"] == "usage" else f for f in current["fields"]])
+    strict_usage = dict(
+        reader_usage,
+        fields=[{k: v for k, v in f.items() if k != "default"} for f in reader_usage["fields"]],
+    )
+    strict = dict(
+        current,
+        fields=[
+            dict(f, type=strict_usage) if f["name"] == "usage" else f for f in current["fields"]
+        ],
+    )
     with pytest.raises(AssertionError, match="cache_write_tokens added without a default"):
         expected_read(record, older, strict)

@@ -38,8 +38,12 @@ def test_round_trip(codec, name):
 
 def test_failure_with_raw_bytes_round_trips(codec):
     record = sample(schemas.FAILURE)
-    record.update(request=None, request_id=None, raw_value=b"\x00\xffnot avro", error_class="decode_error")
-    assert codec.decode(schemas.FAILURE, codec.encode(schemas.FAILURE, record, TOPIC), TOPIC) == record
+    record.update(
+        request=None, request_id=None, raw_value=b"\x00\xffnot avro", error_class="decode_error"
+    )
+    assert (
+        codec.decode(schemas.FAILURE, codec.encode(schemas.FAILURE, record, TOPIC), TOPIC) == record
+    )
 
 
 def test_missing_optional_fields_take_defaults(codec):
@@ -58,7 +62,9 @@ def test_record_that_does_not_fit_raises_encode_error(codec):
 
 
 @pytest.mark.parametrize("kind", ["avro", "json", "confluent"])
-@pytest.mark.parametrize("raw", [b"", b"\xff\xfe\xfd", b"{}", b"[1, 2]", b"\x00\x00\x00\x00\x01garbage"])
+@pytest.mark.parametrize(
+    "raw", [b"", b"\xff\xfe\xfd", b"{}", b"[1, 2]", b"\x00\x00\x00\x00\x01garbage"]
+)
 def test_undecodable_bytes_raise_decode_error_with_raw(kind, raw):
     codec = make_codec(kind)
     with pytest.raises(DecodeError) as info:
@@ -95,7 +101,9 @@ def test_confluent_bytes_are_schema_registry_wire_format():
 
 
 @pytest.mark.parametrize("kind", ["avro", "json", "confluent"])
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(raw=st.binary(max_size=256), name=st.sampled_from(schemas.ALL))
 def test_random_bytes_never_raise_anything_but_decode_error(kind, raw, name):
     codec = make_codec(kind)

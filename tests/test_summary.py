@@ -16,9 +16,17 @@ from connector.workload import DEMO_ENDPOINTS, build_workload
 from tests.fixtures.records import sample
 
 
-def result(request_id: str, provider="openai", model="gpt-4o-mini", cost=0.5, realtime=1.0, latency_ms=2000):
+def result(
+    request_id: str, provider="openai", model="gpt-4o-mini", cost=0.5, realtime=1.0, latency_ms=2000
+):
     record = sample("InferenceResult")
-    record.update(request_id=request_id, provider=provider, model=model, cost_usd=cost, realtime_cost_usd=realtime)
+    record.update(
+        request_id=request_id,
+        provider=provider,
+        model=model,
+        cost_usd=cost,
+        realtime_cost_usd=realtime,
+    )
     record.update(service_tier=None, cache_savings_usd=None)  # records of before the fields existed
     record["emitted_at"] = record["created_at"] + latency_ms
     return record
@@ -40,7 +48,11 @@ def test_percentile_nearest_rank():
 
 def test_cost_rows_group_by_provider_and_model_and_total():
     rows = summary.cost_rows(
-        [result("a"), result("b"), result("c", provider="gemini", model="gemini-2.5-flash", cost=1, realtime=2)]
+        [
+            result("a"),
+            result("b"),
+            result("c", provider="gemini", model="gemini-2.5-flash", cost=1, realtime=2),
+        ]
     )
     assert [(r.provider, r.model, r.requests) for r in rows] == [
         ("gemini", "gemini-2.5-flash", 1),
@@ -57,26 +69,49 @@ def test_saving_is_undefined_without_realtime_cost():
 
 
 def test_latest_batch_state_and_in_flight():
-    events = [event("b1", "INTENT", 1), event("b1", "SUBMITTED", 2), event("b2", "SUBMITTED", 1),
-              event("b2", "EMITTED", 5), event("b3", "INTENT", 3)]
+    events = [
+        event("b1", "INTENT", 1),
+        event("b1", "SUBMITTED", 2),
+        event("b2", "SUBMITTED", 1),
+        event("b2", "EMITTED", 5),
+        event("b3", "INTENT", 3),
+    ]
     latest = summary.latest_batches(events)
-    assert {k: v["state"] for k, v in latest.items()} == {"b1": "SUBMITTED", "b2": "EMITTED", "b3": "INTENT"}
+    assert {k: v["state"] for k, v in latest.items()} == {
+        "b1": "SUBMITTED",
+        "b2": "EMITTED",
+        "b3": "INTENT",
+    }
     assert [e["batch_id"] for e in summary.in_flight(latest)] == ["b1", "b3"]
     assert summary.state_counts(latest) == {"EMITTED": 1, "INTENT": 1, "SUBMITTED": 1}
 
 
 def test_batch_fill_counts_submitted_batches_once():
-    fill = summary.batch_fill([event("b1", "SUBMITTED", 1, 30), event("b1", "SUBMITTED", 2, 30),
-                               event("b2", "SUBMITTED", 1, 10), event("b3", "INTENT", 1, 99)])
+    fill = summary.batch_fill(
+        [
+            event("b1", "SUBMITTED", 1, 30),
+            event("b1", "SUBMITTED", 2, 30),
+            event("b2", "SUBMITTED", 1, 10),
+            event("b3", "INTENT", 1, 99),
+        ]
+    )
     assert (fill.batches, fill.requests, fill.average) == (2, 40, 20.0)
 
 
 def test_demo_summary_counts_outcomes():
     failure = sample("InferenceFailure") | {"request_id": "c", "error_class": "invalid_input"}
-    outcomes = {"a": ("result", result("a", latency_ms=1000)), "b": ("result", result("b", latency_ms=3000)),
-                "c": ("deadletter", failure)}
+    outcomes = {
+        "a": ("result", result("a", latency_ms=1000)),
+        "b": ("result", result("b", latency_ms=3000)),
+        "c": ("deadletter", failure),
+    }
     out = summarise(4, outcomes, [event("b1", "SUBMITTED", 1, 2)], duplicates=1)
-    assert out["requests"] == 4 and out["results"] == 2 and out["deadletters"] == 1 and out["missing"] == 1
+    assert (
+        out["requests"] == 4
+        and out["results"] == 2
+        and out["deadletters"] == 1
+        and out["missing"] == 1
+    )
     assert out["deadletters_by_class"] == {"invalid_input": 1}
     assert out["batches"] == 1 and out["duplicates"] == 1
     assert (out["p50_s"], out["p95_s"]) == (1.0, 3.0)
@@ -93,7 +128,12 @@ def test_workload_shape(n):
     if n >= 500:
         assert kinds["realtime"] == n // 20 and kinds["deadline"] == n // 20
         assert invalid == n // 100
-        assert {item.request["provider"] for item in items} == {"openai", "anthropic", "gemini", "groq"}
+        assert {item.request["provider"] for item in items} == {
+            "openai",
+            "anthropic",
+            "gemini",
+            "groq",
+        }
         assert any(item.request["endpoint"] == "/v1/embeddings" for item in items)
     for item in items:
         if item.kind.startswith("invalid"):
@@ -131,10 +171,17 @@ def test_first_outcomes_of_nothing():
     assert (out.results, out.failures_by_class, out.duplicates, out.deadletters) == ([], {}, 0, 0)
 
 
-@given(st.lists(st.tuples(st.sampled_from(["result", "deadletter"]), st.sampled_from("abcde")), max_size=40))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["result", "deadletter"]), st.sampled_from("abcde")), max_size=40
+    )
+)
 def test_first_outcomes_counts_every_record_once(stream):
     records = [
-        (kind, result(rid) if kind == "result" else sample("InferenceFailure") | {"request_id": rid})
+        (
+            kind,
+            result(rid) if kind == "result" else sample("InferenceFailure") | {"request_id": rid},
+        )
         for kind, rid in stream
     ]
     out = summary.first_outcomes(records)
@@ -176,8 +223,14 @@ def test_cache_savings_come_out_of_the_tier_discount():
 
 
 def test_flex_saving_is_attributed_to_flex():
-    parts = summary.savings_of(priced("realtime", cost=0.45, realtime=1.0, service_tier="flex", cache_savings_usd=0.05))
-    assert (parts.flex_usd, parts.cache_usd, parts.batch_discount_usd) == (pytest.approx(0.5), 0.05, 0)
+    parts = summary.savings_of(
+        priced("realtime", cost=0.45, realtime=1.0, service_tier="flex", cache_savings_usd=0.05)
+    )
+    assert (parts.flex_usd, parts.cache_usd, parts.batch_discount_usd) == (
+        pytest.approx(0.5),
+        0.05,
+        0,
+    )
 
 
 def test_standard_tier_saves_only_its_cache():
@@ -218,30 +271,52 @@ def test_breakdown_parts_add_up_to_the_saving_per_model_and_in_total(records):
     report = summary.cost_report(results)
     for row in [*report.rows, report.total]:
         assert row.savings.total_usd == pytest.approx(row.saving_usd, abs=1e-9)
-    assert report.total.savings.cache_usd == pytest.approx(sum(r[4] or 0 for r in records), abs=1e-9)
+    assert report.total.savings.cache_usd == pytest.approx(
+        sum(r[4] or 0 for r in records), abs=1e-9
+    )
     assert report.total.requests == len(records)
 
 
 def test_cost_report_json_carries_the_breakdown():
     report = summary.cost_report(
-        [priced("batch", cost=0.3, realtime=1.0, cache_savings_usd=0.2), priced("realtime", cost=0.5, realtime=1.0, service_tier="flex")]
+        [
+            priced("batch", cost=0.3, realtime=1.0, cache_savings_usd=0.2),
+            priced("realtime", cost=0.5, realtime=1.0, service_tier="flex"),
+        ]
     )
     out = report.as_dict()
     assert out["cost_usd"] == 0.8 and out["realtime_cost_usd"] == 2.0 and out["saving_pct"] == 60.0
-    assert out["savings"] == {"batch_discount_usd": 0.5, "cache_usd": 0.2, "flex_usd": 0.5, "other_usd": 0.0}
+    assert out["savings"] == {
+        "batch_discount_usd": 0.5,
+        "cache_usd": 0.2,
+        "flex_usd": 0.5,
+        "other_usd": 0.0,
+    }
     assert out["by_model"][0]["savings"] == out["savings"]
 
 
 def test_demo_summary_shows_the_breakdown():
     outcomes = {"a": ("result", priced("batch", cost=0.3, realtime=1.0, cache_savings_usd=0.2))}
     out = summarise(1, outcomes, [], duplicates=0)
-    assert out["savings"] == {"batch_discount_usd": 0.5, "cache_usd": 0.2, "flex_usd": 0.0, "other_usd": 0.0}
+    assert out["savings"] == {
+        "batch_discount_usd": 0.5,
+        "cache_usd": 0.2,
+        "flex_usd": 0.0,
+        "other_usd": 0.0,
+    }
     assert out["saving_usd"] == 0.7
 
 
 def test_shown_batches_in_flight_or_all_oldest_first():
-    events = [event("b2", "SUBMITTED", 2) | {"opened_at": 5}, event("b1", "EMITTED", 3) | {"opened_at": 1},
-              event("b3", "INTENT", 1) | {"opened_at": 3}]
+    events = [
+        event("b2", "SUBMITTED", 2) | {"opened_at": 5},
+        event("b1", "EMITTED", 3) | {"opened_at": 1},
+        event("b3", "INTENT", 1) | {"opened_at": 3},
+    ]
     latest = summary.latest_batches(events)
     assert [e["batch_id"] for e in summary.shown_batches(latest, show_all=False)] == ["b3", "b2"]
-    assert [e["batch_id"] for e in summary.shown_batches(latest, show_all=True)] == ["b1", "b3", "b2"]
+    assert [e["batch_id"] for e in summary.shown_batches(latest, show_all=True)] == [
+        "b1",
+        "b3",
+        "b2",
+    ]

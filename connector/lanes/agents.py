@@ -35,9 +35,10 @@ from connector.serde import Codec
 log = logging.getLogger(__name__)
 
 
-
 class _Sender(Protocol):
-    async def send(self, *, key: Any = None, value: Any = None, partition: int | None = None) -> Any: ...
+    async def send(
+        self, *, key: Any = None, value: Any = None, partition: int | None = None
+    ) -> Any: ...
 
 
 def work_partition(key: BatchKey, partitions: int) -> int:
@@ -109,9 +110,13 @@ class Intake:
         self.in_transit = in_transit or InTransit()
         self.resumed: set[int] = set()  # input partitions read since the last assignment
 
-    def rejection(self, rejected: Rejected, source: Source) -> Callable[[], Awaitable[Awaitable[Any]]]:
+    def rejection(
+        self, rejected: Rejected, source: Source
+    ) -> Callable[[], Awaitable[Awaitable[Any]]]:
         """The send of one input record's dead letter."""
-        log.warning("dead-lettering %s from %s/%d@%d: %s", rejected.error_class, *source, rejected.message)
+        log.warning(
+            "dead-lettering %s from %s/%d@%d: %s", rejected.error_class, *source, rejected.message
+        )
         metrics.labelled(metrics.FAILURES, rejected.error_class).inc()
         failure = records.failure_record(
             error_class=rejected.error_class,
@@ -134,7 +139,9 @@ class Intake:
         except Exception as exc:  # noqa: BLE001 - one record's problem, not the agent's
             return Rejected(records.INTERNAL_ERROR, records.exception_message(exc), request, None)
         if size > self.work_limit:
-            message = f"request takes {size} bytes in the connector's state; at most {self.work_limit}"
+            message = (
+                f"request takes {size} bytes in the connector's state; at most {self.work_limit}"
+            )
             return Rejected(records.OVERSIZE, message, request, None)
         return entry, size
 
@@ -163,7 +170,9 @@ class Intake:
                 sends.append(self._bundle_send(WorkEvent(tuple(chunk)).to_json(), partition))
         await deliver_all(sends, "input records")
 
-    def _bundle_send(self, value: dict[str, Any], partition: int) -> Callable[[], Awaitable[Awaitable[Any]]]:
+    def _bundle_send(
+        self, value: dict[str, Any], partition: int
+    ) -> Callable[[], Awaitable[Awaitable[Any]]]:
         return lambda: self.work.send(key=None, value=value, partition=partition)
 
     async def realtime_stream(self, events: AsyncIterable[Any]) -> None:
@@ -179,7 +188,9 @@ class Intake:
                 await self.realtime.handle(request, source)
             except Exception as exc:  # noqa: BLE001 - this request's problem, not the agent's
                 log.exception("realtime %s failed", request.get("request_id"))
-                rejected = Rejected(records.INTERNAL_ERROR, records.exception_message(exc), request, None)
+                rejected = Rejected(
+                    records.INTERNAL_ERROR, records.exception_message(exc), request, None
+                )
                 await deliver_all([self.rejection(rejected, source)], "dead letters")
 
 
@@ -200,7 +211,10 @@ class WorkLoop:
     """The ``work`` agent: one partition's requests and ticks, in order."""
 
     def __init__(
-        self, deferred: DeferredLane, nudge: Callable[[int], Awaitable[Any]], in_transit: InTransit | None = None
+        self,
+        deferred: DeferredLane,
+        nudge: Callable[[int], Awaitable[Any]],
+        in_transit: InTransit | None = None,
     ) -> None:
         self.deferred = deferred
         self._nudge = nudge  # send this partition another tick at once
@@ -248,7 +262,9 @@ class InputThrottle:
     outside rebalances, and only when the same partitions are paused at two checks.
     """
 
-    def __init__(self, app: Any, topic: str, has_room: Callable[[], bool], streams: frozenset[str]) -> None:
+    def __init__(
+        self, app: Any, topic: str, has_room: Callable[[], bool], streams: frozenset[str]
+    ) -> None:
         self.app = app
         self.topic = topic
         self.has_room = has_room
@@ -290,9 +306,13 @@ class InputThrottle:
         await thread.call_thread(call)
 
     def _unstick(self, consumer: Any) -> None:
-        stuck = {tp for tp in getattr(consumer, "_paused_partitions", ()) if tp.topic in self.streams}
+        stuck = {
+            tp for tp in getattr(consumer, "_paused_partitions", ()) if tp.topic in self.streams
+        }
         if stuck and stuck <= self._stuck:  # the same at two checks in a row: not a passing state
-            log.warning("stream partitions left paused after a rebalance: resuming %s", sorted(stuck))
+            log.warning(
+                "stream partitions left paused after a rebalance: resuming %s", sorted(stuck)
+            )
             consumer.resume_partitions(stuck)
             stuck = set()
         self._stuck = stuck

@@ -55,7 +55,11 @@ def plan_closes(
     start = 0
     while start < len(queue):
         end, size = start, 0
-        while end < len(queue) and end - start < cap_requests and (end == start or size + queue[end].size <= cap_bytes):
+        while (
+            end < len(queue)
+            and end - start < cap_requests
+            and (end == start or size + queue[end].size <= cap_bytes)
+        ):
             size += queue[end].size
             end += 1
         full_by_count = end - start == cap_requests
@@ -69,7 +73,9 @@ def plan_closes(
     if rest:
         reason = _time_reason(rest, now_ms, cfg) or force
         if reason:
-            closes.append(Close(tuple(q.request_id for q in rest), reason, sum(q.size for q in rest)))
+            closes.append(
+                Close(tuple(q.request_id for q in rest), reason, sum(q.size for q in rest))
+            )
     return closes
 
 

@@ -141,22 +141,39 @@ class BatchMachine:
         self._emissions.clear()
 
     # ---------------------------------------------------------------- opening
-    async def open(self, index: PartitionIndex, partition: int, key: BatchKey, close: Close, limits: ProviderLimits) -> None:
+    async def open(
+        self,
+        index: PartitionIndex,
+        partition: int,
+        key: BatchKey,
+        close: Close,
+        limits: ProviderLimits,
+    ) -> None:
         """Turn a close into batches: the provider's own rules (envelopes included) have the last word.
 
         A primer batch (cost rules permitting) goes first and the rest waits for it; every
         batch is cut to the enqueued-token limit of its model, if one is set.
         """
         queue = index.queued[key]
-        primer, primed, rest = self.costs.primer_split(key, [queue[rid] for rid in close.request_ids], self.clock())
+        primer, primed, rest = self.costs.primer_split(
+            key, [queue[rid] for rid in close.request_ids], self.clock()
+        )
         rejected = []
         waits_for: list[str] = []
-        for ids, is_primer, waits in ((primer, True, False), (primed, False, True), (rest, False, False)):
-            split = split_batches([_Sized(key.model, key.endpoint, queue[rid]) for rid in ids], limits)
+        for ids, is_primer, waits in (
+            (primer, True, False),
+            (primed, False, True),
+            (rest, False, False),
+        ):
+            split = split_batches(
+                [_Sized(key.model, key.endpoint, queue[rid]) for rid in ids], limits
+            )
             for rejection in split.rejected:
                 entry = self.ledger.entry(rejection.request.ref.request_id)
                 assert entry is not None
-                rejected.append(await self.delivery.fail(None, entry, records.OVERSIZE, None, rejection.reason))
+                rejected.append(
+                    await self.delivery.fail(None, entry, records.OVERSIZE, None, rejection.reason)
+                )
             for sized in split.batches:
                 start = 0
                 for run in self.costs.token_runs(key, [s.size_bytes for s in sized]):
@@ -164,16 +181,26 @@ class BatchMachine:
                     start += run
                     ids_ = tuple(s.ref.request_id for s in part)
                     batch = self._open_one(
-                        index, partition, key, Close(ids_, close.reason, sum(s.size_bytes for s in part)),
-                        primer=is_primer, waits_for=list(waits_for) if waits and waits_for else None,
+                        index,
+                        partition,
+                        key,
+                        Close(ids_, close.reason, sum(s.size_bytes for s in part)),
+                        primer=is_primer,
+                        waits_for=list(waits_for) if waits and waits_for else None,
                     )
                     if is_primer:
                         waits_for.append(batch.batch_id)
         await self.delivery.settle(index, rejected)
 
     def _open_one(
-        self, index: PartitionIndex, partition: int, key: BatchKey, close: Close, *,
-        primer: bool = False, waits_for: list[str] | None = None,
+        self,
+        index: PartitionIndex,
+        partition: int,
+        key: BatchKey,
+        close: Close,
+        *,
+        primer: bool = False,
+        waits_for: list[str] | None = None,
     ) -> BatchRecord:
         """Queued requests become one batch in INTENT: durable before any provider call."""
         queue = index.queued[key]
@@ -203,8 +230,14 @@ class BatchMachine:
             index.add_member(member)
         self._fresh.add(batch.batch_id)
         metrics.labelled(metrics.BATCH_TRANSITIONS, key.provider, BatchPhase.INTENT).inc()
-        log.info("batch %s: %d requests for %s closed by %s%s", batch.batch_id, batch.count, key, close.reason,
-                 " (primer)" if primer else "")
+        log.info(
+            "batch %s: %d requests for %s closed by %s%s",
+            batch.batch_id,
+            batch.count,
+            key,
+            close.reason,
+            " (primer)" if primer else "",
+        )
         return batch
 
     # ---------------------------------------------------------------- driving
@@ -267,8 +300,15 @@ class BatchMachine:
         self._drop_emission(batch.batch_id)
         batch.failures += 1
         batch.last_error = records.exception_message(exc)
-        log.error("batch %s (%s): step failed (%d of %d): %s", batch.batch_id, batch.phase, batch.failures,
-                  self.cfg.max_batch_failures, batch.last_error, exc_info=exc)
+        log.error(
+            "batch %s (%s): step failed (%d of %d): %s",
+            batch.batch_id,
+            batch.phase,
+            batch.failures,
+            self.cfg.max_batch_failures,
+            batch.last_error,
+            exc_info=exc,
+        )
         metrics.labelled(metrics.PROVIDER_ERRORS, batch.provider, "internal").inc()
         with contextlib.suppress(Exception):
             self.ledger.put_batch(batch)
@@ -278,24 +318,43 @@ class BatchMachine:
         try:
             await self._give_up(index, batch)
         except Exception as final:  # noqa: BLE001 - the broker may be down: try again later
-            log.error("batch %s: could not end it: %s", batch.batch_id, records.exception_message(final))
+            log.error(
+                "batch %s: could not end it: %s", batch.batch_id, records.exception_message(final)
+            )
             self._defer(batch.batch_id)
 
     async def _give_up(self, index: PartitionIndex, batch: BatchRecord) -> None:
         """End a batch whose steps keep failing: its requests follow the retry rules."""
-        log.error("batch %s: giving up after %d failures; its requests follow the retry rules", batch.batch_id, batch.failures)
+        log.error(
+            "batch %s: giving up after %d failures; its requests follow the retry rules",
+            batch.batch_id,
+            batch.failures,
+        )
         if batch.handle is not None and not batch.phase.has_ended:
             with contextlib.suppress(Exception):
                 await self.providers[batch.provider].cancel(batch.handle)  # stop paying for it
         message = f"the connector could not process this request's batch: {batch.last_error}"
         await self._retry_members(index, batch, records.INTERNAL_ERROR, None, message)
-        await self.set_phase(index, batch, BatchPhase.EMITTED, emitted_at=self.clock(), error_code="internal_error",
-                             error_message=batch.last_error)
+        await self.set_phase(
+            index,
+            batch,
+            BatchPhase.EMITTED,
+            emitted_at=self.clock(),
+            error_code="internal_error",
+            error_message=batch.last_error,
+        )
 
     # ---------------------------------------------------------------- submit
     def _may_submit(self, index: PartitionIndex, batch: BatchRecord) -> bool:
         """Whether an INTENT batch may go now: its primer ended, its tokens fit the limit."""
-        primer = next((w for w in batch.waits_for or () if w in index.batches and not index.batches[w].phase.has_ended), None)
+        primer = next(
+            (
+                w
+                for w in batch.waits_for or ()
+                if w in index.batches and not index.batches[w].phase.has_ended
+            ),
+            None,
+        )
         why = f"waits for primer batch {primer}" if primer else None
         if why is None and not self.costs.admits(batch, self.peers()):
             why = "waits for enqueued tokens of earlier batches to clear"
@@ -315,16 +374,23 @@ class BatchMachine:
             # A previous attempt (maybe by a worker that died) may have reached the provider.
             since = (batch.attempted_at or batch.intent_at or batch.closed_at) / 1000 - 60
             handle = await provider.find(
-                batch.current_tag, created_after=since, expected_count=batch.count, custom_ids=index.submitted_ids(batch)
+                batch.current_tag,
+                created_after=since,
+                expected_count=batch.count,
+                custom_ids=index.submitted_ids(batch),
             )
             if handle is not None and handle.batch_id in self._adopted(index, batch.batch_id):
                 handle = None  # never adopt a provider batch another connector batch owns
             if handle is not None:
-                log.info("batch %s: reconciled with provider batch %s", batch.batch_id, handle.batch_id)
+                log.info(
+                    "batch %s: reconciled with provider batch %s", batch.batch_id, handle.batch_id
+                )
         if handle is None:
             items = self._items(index, batch)
             if not items:
-                await self.set_phase(index, batch, BatchPhase.EMITTED, emitted_at=self.clock(), succeeded=0, failed=0)
+                await self.set_phase(
+                    index, batch, BatchPhase.EMITTED, emitted_at=self.clock(), succeeded=0, failed=0
+                )
                 return
             # What this attempt carries, durable before the provider can hold a batch.
             batch.count, batch.attempted_at = len(items), self.clock()
@@ -335,24 +401,46 @@ class BatchMachine:
                 handle = await provider.submit(batch.current_tag, items)
             except BatchRejected as exc:
                 await self.set_phase(
-                    index, batch, BatchPhase.FAILED, error_code=exc.code or "rejected", error_message=exc.message, refused=True
+                    index,
+                    batch,
+                    BatchPhase.FAILED,
+                    error_code=exc.code or "rejected",
+                    error_message=exc.message,
+                    refused=True,
                 )
                 return
             except QuotaExceeded as exc:
                 # Refused before it existed: wait for the quota like a quota-failed batch.
-                log.warning("batch %s: %s; trying again in %.0fs", batch.batch_id, exc, self.cfg.quota_backoff_s)
-                self._backoff[batch.batch_id] = Backoff(due_ms=self.clock() + int(self.cfg.quota_backoff_s * 1000))
+                log.warning(
+                    "batch %s: %s; trying again in %.0fs",
+                    batch.batch_id,
+                    exc,
+                    self.cfg.quota_backoff_s,
+                )
+                self._backoff[batch.batch_id] = Backoff(
+                    due_ms=self.clock() + int(self.cfg.quota_backoff_s * 1000)
+                )
                 return
         self._fresh.discard(batch.batch_id)
         await self.set_phase(
-            index, batch, BatchPhase.SUBMITTED, handle=handle, submitted_at=self.clock(), error_code=None, error_message=None
+            index,
+            batch,
+            BatchPhase.SUBMITTED,
+            handle=handle,
+            submitted_at=self.clock(),
+            error_code=None,
+            error_message=None,
         )
         self._backoff[batch.batch_id] = Backoff()
         self._defer(batch.batch_id)
 
     @staticmethod
     def _adopted(index: PartitionIndex, except_batch: str) -> set[str]:
-        return {b.handle.batch_id for bid, b in index.batches.items() if bid != except_batch and b.handle}
+        return {
+            b.handle.batch_id
+            for bid, b in index.batches.items()
+            if bid != except_batch and b.handle
+        }
 
     def _items(self, index: PartitionIndex, batch: BatchRecord) -> list[BatchItem]:
         items = []
@@ -361,7 +449,14 @@ class BatchMachine:
             entry = self.ledger.entry(rid)
             assert entry is not None and entry.request is not None
             req = entry.request
-            items.append(BatchItem(custom_id=cid, model=req["model"], endpoint=req["endpoint"], body=json.loads(req["body"])))
+            items.append(
+                BatchItem(
+                    custom_id=cid,
+                    model=req["model"],
+                    endpoint=req["endpoint"],
+                    body=json.loads(req["body"]),
+                )
+            )
             profiles.append(entry.profile)
         return self.costs.cache_hints(batch, items, profiles)
 
@@ -374,7 +469,9 @@ class BatchMachine:
             misses = self._not_found[batch.batch_id] = self._not_found.get(batch.batch_id, 0) + 1
             if misses < NOT_FOUND_POLLS:
                 raise  # may be transient: poll again after the backoff
-            await self.set_phase(index, batch, BatchPhase.FAILED, error_code="not_found", error_message=str(exc))
+            await self.set_phase(
+                index, batch, BatchPhase.FAILED, error_code="not_found", error_message=str(exc)
+            )
             return True
         self._not_found.pop(batch.batch_id, None)
         if not status.state.is_final:
@@ -397,17 +494,28 @@ class BatchMachine:
         )
         return True
 
-    async def _maybe_cancel_stuck(self, batch: BatchRecord, status: BatchStatus, provider: Provider) -> None:
+    async def _maybe_cancel_stuck(
+        self, batch: BatchRecord, status: BatchStatus, provider: Provider
+    ) -> None:
         assert batch.handle is not None
         age_s = (self.clock() - (batch.submitted_at or batch.closed_at)) / 1000
         if age_s > self.settings.batch_timeout_s and batch.batch_id not in self._cancel_sent:
-            log.warning("batch %s stuck in %s for %.0fs: cancelling", batch.batch_id, status.provider_state, age_s)
+            log.warning(
+                "batch %s stuck in %s for %.0fs: cancelling",
+                batch.batch_id,
+                status.provider_state,
+                age_s,
+            )
             await provider.cancel(batch.handle)
             self._cancel_sent.add(batch.batch_id)
 
-    async def _requeue_for_quota(self, index: PartitionIndex, batch: BatchRecord, code: str | None, message: str | None) -> None:
+    async def _requeue_for_quota(
+        self, index: PartitionIndex, batch: BatchRecord, code: str | None, message: str | None
+    ) -> None:
         """An enqueued-token quota clears as other batches finish: same requests, new tag, later."""
-        log.warning("batch %s: %s; resubmitting in %.0fs", batch.batch_id, code, self.cfg.quota_backoff_s)
+        log.warning(
+            "batch %s: %s; resubmitting in %.0fs", batch.batch_id, code, self.cfg.quota_backoff_s
+        )
         retries = batch.quota_retries + 1
         await self.set_phase(
             index,
@@ -422,7 +530,9 @@ class BatchMachine:
             error_message=message,
         )
         self._fresh.add(batch.batch_id)  # the new tag has never been sent
-        self._backoff[batch.batch_id] = Backoff(due_ms=self.clock() + int(self.cfg.quota_backoff_s * 1000))
+        self._backoff[batch.batch_id] = Backoff(
+            due_ms=self.clock() + int(self.cfg.quota_backoff_s * 1000)
+        )
 
     # ---------------------------------------------------------------- emit
     def _drop_emission(self, batch_id: str) -> None:
@@ -434,7 +544,11 @@ class BatchMachine:
         """Emit the next chunk of an ended batch's outcomes; True while more are left."""
         emission = self._emissions.get(batch.batch_id)
         if emission is None:
-            if batch.phase is BatchPhase.FAILED or not index.members.get(batch.batch_id) or batch.handle is None:
+            if (
+                batch.phase is BatchPhase.FAILED
+                or not index.members.get(batch.batch_id)
+                or batch.handle is None
+            ):
                 emission = _Emission(_no_outcomes(), exhausted=True)
             else:
                 emission = _Emission(provider.results(batch.handle))
@@ -445,16 +559,27 @@ class BatchMachine:
                 return True
         # Requests the provider returned nothing for go through the retry rules.
         reason = records.failure_class_for_batch(batch)
-        message = batch.error_message or f"no result for this request in a {batch.phase.lower()} batch"
-        emission.failed += await self._retry_members(index, batch, reason, batch.error_code, message)
+        message = (
+            batch.error_message or f"no result for this request in a {batch.phase.lower()} batch"
+        )
+        emission.failed += await self._retry_members(
+            index, batch, reason, batch.error_code, message
+        )
         self._emissions.pop(batch.batch_id, None)
         self._report_systemic(batch, emission.succeeded, emission.failed)
         await self.set_phase(
-            index, batch, BatchPhase.EMITTED, emitted_at=self.clock(), succeeded=emission.succeeded, failed=emission.failed
+            index,
+            batch,
+            BatchPhase.EMITTED,
+            emitted_at=self.clock(),
+            succeeded=emission.succeeded,
+            failed=emission.failed,
         )
         return False
 
-    async def _emit_chunk(self, index: PartitionIndex, batch: BatchRecord, emission: _Emission) -> None:
+    async def _emit_chunk(
+        self, index: PartitionIndex, batch: BatchRecord, emission: _Emission
+    ) -> None:
         members = index.members.get(batch.batch_id, {})
         sent: list[Sent] = []
         stop_at = time.monotonic() + EMIT_STEP_S
@@ -471,14 +596,22 @@ class BatchMachine:
         emission.succeeded += sum(s.succeeded for s in sent)
         emission.failed += sum(not s.succeeded for s in sent)
 
-    async def _send_outcome(self, batch: BatchRecord, entry: PendingEntry, outcome: Outcome) -> Sent:
+    async def _send_outcome(
+        self, batch: BatchRecord, entry: PendingEntry, outcome: Outcome
+    ) -> Sent:
         try:
             return await self.delivery.outcome(batch, entry, outcome)
         except Exception as exc:  # noqa: BLE001 - this request's outcome, not the batch, is broken
-            log.exception("batch %s: outcome of %s could not be built", batch.batch_id, entry.request_id)
-            return await self.delivery.fail(batch, entry, records.INTERNAL_ERROR, None, records.exception_message(exc))
+            log.exception(
+                "batch %s: outcome of %s could not be built", batch.batch_id, entry.request_id
+            )
+            return await self.delivery.fail(
+                batch, entry, records.INTERNAL_ERROR, None, records.exception_message(exc)
+            )
 
-    async def _retry_members(self, index: PartitionIndex, batch: BatchRecord, reason: str, code: str | None, message: str) -> int:
+    async def _retry_members(
+        self, index: PartitionIndex, batch: BatchRecord, reason: str, code: str | None, message: str
+    ) -> int:
         """Every member still live goes through the retry rules; how many there were."""
         members = index.members.get(batch.batch_id, {})
         sent = []
@@ -491,7 +624,10 @@ class BatchMachine:
 
     def _report_systemic(self, batch: BatchRecord, succeeded: int, failed: int) -> None:
         total = succeeded + failed
-        if total >= self.cfg.systemic_min_requests and failed / total >= self.cfg.systemic_failure_ratio:
+        if (
+            total >= self.cfg.systemic_min_requests
+            and failed / total >= self.cfg.systemic_failure_ratio
+        ):
             metrics.labelled(metrics.SYSTEMIC_FAILURES, batch.provider).inc()
             log.error(
                 "batch %s (%s): %d of %d requests failed — a systemic problem (quota, model, credentials?)",
@@ -507,14 +643,25 @@ class BatchMachine:
         if rid is None:
             return None
         entry = self.ledger.entry(rid)
-        if entry is None or entry.state is not EntryState.BATCHED or entry.batch_id != batch.batch_id:
+        if (
+            entry is None
+            or entry.state is not EntryState.BATCHED
+            or entry.batch_id != batch.batch_id
+        ):
             state = entry.state if entry else None
-            log.warning("batch %s: %s is no longer in flight here (%s); skipping it", batch.batch_id, rid, state)
+            log.warning(
+                "batch %s: %s is no longer in flight here (%s); skipping it",
+                batch.batch_id,
+                rid,
+                state,
+            )
             members.pop(cid, None)
             return None
         return entry
 
-    async def set_phase(self, index: PartitionIndex, batch: BatchRecord, phase: BatchPhase, **changes: Any) -> None:
+    async def set_phase(
+        self, index: PartitionIndex, batch: BatchRecord, phase: BatchPhase, **changes: Any
+    ) -> None:
         """Move a batch to ``phase``: table first, then its lifecycle event."""
         previous = batch.phase
         for name, value in changes.items():
@@ -525,7 +672,11 @@ class BatchMachine:
         counts = {}
         if phase.has_ended or phase is BatchPhase.EMITTED:
             counts = {"succeeded": batch.succeeded, "failed": batch.failed}
-        _log_if_undelivered(await self.out.batch_event(records.batch_event(batch, previous=previous, now=self.clock(), **counts)))
+        _log_if_undelivered(
+            await self.out.batch_event(
+                records.batch_event(batch, previous=previous, now=self.clock(), **counts)
+            )
+        )
         if phase is BatchPhase.EMITTED:
             self.costs.finished(batch)
             self._held.discard(batch.batch_id)

@@ -61,12 +61,17 @@ class DeferredLane:
         self.cfg = settings.batching
         self.providers = providers
         self.ledger = Ledger(
-            pending, batches, pending_store=getattr(pending, "data", None), batches_store=getattr(batches, "data", None)
+            pending,
+            batches,
+            pending_store=getattr(pending, "data", None),
+            batches_store=getattr(batches, "data", None),
         )
         self.clock = clock
         self.costs = CostControl(settings, prices, budgets)
         self.delivery = Delivery(self.ledger, outputs, prices, self.cfg, clock, self.costs)
-        self.machine = BatchMachine(settings, self.ledger, providers, outputs, self.delivery, flush, clock, self.costs)
+        self.machine = BatchMachine(
+            settings, self.ledger, providers, outputs, self.delivery, flush, clock, self.costs
+        )
         self.machine.peers = self._all_batches
         self._parts: dict[int, PartitionIndex] = {}
         self.dedupe_window_ms = int(settings.dedupe_window_s * 1000)
@@ -126,7 +131,9 @@ class DeferredLane:
     async def reject(self, entry: PendingEntry, p: int, exc: Exception) -> None:
         """Dead-letter a request that could not be admitted (``internal_error``)."""
         part = self._part(p)
-        sent = await self.delivery.fail(None, entry, records.INTERNAL_ERROR, None, records.exception_message(exc))
+        sent = await self.delivery.fail(
+            None, entry, records.INTERNAL_ERROR, None, records.exception_message(exc)
+        )
         await self.delivery.settle(part, [sent])
 
     # ---------------------------------------------------------------- ticks
@@ -147,7 +154,9 @@ class DeferredLane:
                 log.exception("partition %d: closing %s failed", p, key)
         # Batches are independent: their provider calls overlap instead of queueing.
         due = [b for b in list(part.batches.values()) if self.machine.due(b.batch_id)]
-        steps = await _bounded_gather((self.machine.drive(part, b) for b in due), self.settings.batch_concurrency)
+        steps = await _bounded_gather(
+            (self.machine.drive(part, b) for b in due), self.settings.batch_concurrency
+        )
         busy = any(steps)
         part.purge(self.ledger, self.clock() - self.dedupe_window_ms)
         self.ledger.checkpoint()
@@ -169,11 +178,20 @@ class DeferredLane:
         except DeliveryFailed as exc:
             log.warning("escalations: %s", exc)
             for item in sent:  # those not acknowledged are escalated again at the next tick
-                if item.entry.deadline is not None and self.ledger.entry(item.entry.request_id) == item.entry:
+                if (
+                    item.entry.deadline is not None
+                    and self.ledger.entry(item.entry.request_id) == item.entry
+                ):
                     part.deadlines[item.entry.request_id] = item.entry.deadline
 
     async def _close_due(
-        self, part: PartitionIndex, p: int, key: BatchKey, *, full_only: bool, force: str | None = None
+        self,
+        part: PartitionIndex,
+        p: int,
+        key: BatchKey,
+        *,
+        full_only: bool,
+        force: str | None = None,
     ) -> None:
         queue = part.queued.get(key)
         if not queue:
@@ -204,28 +222,38 @@ class DeferredLane:
             if close.request_ids:
                 await self.machine.open(part, p, key, close, limits)
 
-    def _nothing_due(self, part: PartitionIndex, queue: dict[str, Any], key: BatchKey, limits: Any) -> bool:
+    def _nothing_due(
+        self, part: PartitionIndex, queue: dict[str, Any], key: BatchKey, limits: Any
+    ) -> bool:
         """True when no close of ``queue`` can be due now (cheap: the oldest request and sizes)."""
         if part.deadlines or len(queue) >= min(self.cfg.max_requests, limits.max_requests):
             return False
         if part.queued_bytes.get(key, 0) > min(self.cfg.max_bytes, limits.max_bytes):
             return False
-        waited_ms: int = self.clock() - next(iter(queue.values())).arrived_ms  # queues keep arrival order
+        waited_ms: int = (
+            self.clock() - next(iter(queue.values())).arrived_ms
+        )  # queues keep arrival order
         return waited_ms < 1000 * min(self.cfg.max_wait_s, self.cfg.max_linger_s)
 
     async def _within_budget(self, part: PartitionIndex, key: BatchKey, close: Close) -> Close:
         """The part of a close the budgets let go; the rest waits, or is dead-lettered."""
         queue = part.queued[key]
         verdict = self.costs.budget_verdict([queue[rid] for rid in close.request_ids], self.clock())
-        refused = verdict.never + (verdict.over if self.settings.cost.over_budget == "deadletter" else [])
+        refused = verdict.never + (
+            verdict.over if self.settings.cost.over_budget == "deadletter" else []
+        )
         if not refused and not verdict.over:
             return close
         sent = []
         for rid in refused:
             entry = self.ledger.entry(rid)
             assert entry is not None
-            message = "its estimated cost does not fit the daily budget of its tenant or the overall one"
-            sent.append(await self.delivery.fail(None, entry, records.BUDGET_EXCEEDED, None, message))
+            message = (
+                "its estimated cost does not fit the daily budget of its tenant or the overall one"
+            )
+            sent.append(
+                await self.delivery.fail(None, entry, records.BUDGET_EXCEEDED, None, message)
+            )
         await self.delivery.settle(part, sent)
         held = len(verdict.over) if self.settings.cost.over_budget == "hold" else 0
         if held:
@@ -236,7 +264,9 @@ class DeferredLane:
 
     def _observe(self) -> None:
         parts = self._parts.values()
-        metrics.labelled(metrics.PENDING, EntryState.QUEUED).set(sum(sum(map(len, p.queued.values())) for p in parts))
+        metrics.labelled(metrics.PENDING, EntryState.QUEUED).set(
+            sum(sum(map(len, p.queued.values())) for p in parts)
+        )
         metrics.labelled(metrics.PENDING, EntryState.BATCHED).set(sum(p.in_flight() for p in parts))
         counts: dict[BatchPhase, int] = {}
         oldest = None

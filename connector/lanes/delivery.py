@@ -67,7 +67,9 @@ class Delivery:
             return await self.result(batch, entry, outcome)
         if outcome.kind is OutcomeKind.RETRYABLE:
             message = outcome.error_message or "retryable failure"
-            return await self.retry_or_fail(batch, entry, records.RETRIES_EXHAUSTED, outcome.error_code, message)
+            return await self.retry_or_fail(
+                batch, entry, records.RETRIES_EXHAUSTED, outcome.error_code, message
+            )
         message = outcome.error_message or "rejected"
         return await self.fail(batch, entry, records.PROVIDER_REJECTED, outcome.error_code, message)
 
@@ -91,7 +93,9 @@ class Delivery:
         try:
             delivery = await self.out.result(record, req.get("reply_topic"))
         except TooLarge as exc:
-            return await self.fail(batch, entry, records.OVERSIZE, None, f"the result is too large to deliver: {exc}")
+            return await self.fail(
+                batch, entry, records.OVERSIZE, None, f"the result is too large to deliver: {exc}"
+            )
         self.costs.spent(batch, entry, costs.cost_usd)
         metrics.labelled(metrics.RESULTS, "batch", req["provider"]).inc()
         metrics.labelled(metrics.COST, req["provider"], "batch").inc(costs.cost_usd)
@@ -100,22 +104,36 @@ class Delivery:
         return Sent(entry, "result", delivery, succeeded=True)
 
     async def retry_or_fail(
-        self, batch: BatchRecord | None, entry: PendingEntry, error_class: str, code: str | None, message: str
+        self,
+        batch: BatchRecord | None,
+        entry: PendingEntry,
+        error_class: str,
+        code: str | None,
+        message: str,
     ) -> Sent:
         """Send the request back for another attempt, or dead-letter it once attempts run out."""
         req = _request(entry)
         attempt = int(req.get("attempt") or 1)
         if attempt >= self.cfg.max_attempts:
-            return await self.fail(batch, entry, error_class, code, f"{message} (after {attempt} attempts)")
+            return await self.fail(
+                batch, entry, error_class, code, f"{message} (after {attempt} attempts)"
+            )
         try:
             delivery = await self.out.retry(dict(req, attempt=attempt + 1))
         except TooLarge as exc:
-            return await self.fail(batch, entry, records.OVERSIZE, None, f"cannot send the request back: {exc}")
+            return await self.fail(
+                batch, entry, records.OVERSIZE, None, f"cannot send the request back: {exc}"
+            )
         metrics.labelled(metrics.RETRIES, req["provider"]).inc()
         return Sent(entry, "retried", delivery)
 
     async def fail(
-        self, batch: BatchRecord | None, entry: PendingEntry, error_class: str, code: str | None, message: str
+        self,
+        batch: BatchRecord | None,
+        entry: PendingEntry,
+        error_class: str,
+        code: str | None,
+        message: str,
     ) -> Sent:
         """Send the request's dead letter with its class, code and message."""
         failure = records.failure_record(
@@ -140,7 +158,9 @@ class Delivery:
         try:
             delivery = await self.out.escalate(escalated)
         except TooLarge as exc:
-            return await self.fail(None, entry, records.OVERSIZE, None, f"cannot escalate the request: {exc}")
+            return await self.fail(
+                None, entry, records.OVERSIZE, None, f"cannot escalate the request: {exc}"
+            )
         metrics.ESCALATIONS.inc()
         return Sent(entry, "escalated", delivery)
 
@@ -156,9 +176,15 @@ class Delivery:
                 self.mark_done(index, item.entry, item.outcome)
             else:
                 failed += 1
-                log.warning("outcome of %s not delivered: %s", item.entry.request_id, records.exception_message(error))
+                log.warning(
+                    "outcome of %s not delivered: %s",
+                    item.entry.request_id,
+                    records.exception_message(error),
+                )
         if failed:
-            raise DeliveryFailed(f"{failed} of {len(sent)} outcomes were not delivered; they will be sent again")
+            raise DeliveryFailed(
+                f"{failed} of {len(sent)} outcomes were not delivered; they will be sent again"
+            )
 
     def mark_done(self, index: PartitionIndex, entry: PendingEntry, outcome: str) -> None:
         """Drop the request from the index and leave its DONE marker in the table."""

@@ -24,13 +24,21 @@ class PartitionIndex:
 
     queued: dict[BatchKey, dict[str, Queued]] = field(default_factory=dict)  # arrival order per key
     queued_bytes: dict[BatchKey, int] = field(default_factory=dict)
-    members: dict[str, dict[str, str]] = field(default_factory=dict)  # batch id → custom id → request id
+    members: dict[str, dict[str, str]] = field(
+        default_factory=dict
+    )  # batch id → custom id → request id
     batches: dict[str, BatchRecord] = field(default_factory=dict)  # every batch not yet EMITTED
-    deadlines: dict[str, int] = field(default_factory=dict)  # request id → deadline, live requests only
+    deadlines: dict[str, int] = field(
+        default_factory=dict
+    )  # request id → deadline, live requests only
     # batch id → custom id → when that member left (escalated, …) before its batch was emitted
     left: dict[str, dict[str, int]] = field(default_factory=dict)
-    done: deque[tuple[int, str]] = field(default_factory=deque)  # (done at, request id), oldest first
-    emitted: deque[tuple[int, str]] = field(default_factory=deque)  # (emitted at, batch id), oldest first
+    done: deque[tuple[int, str]] = field(
+        default_factory=deque
+    )  # (done at, request id), oldest first
+    emitted: deque[tuple[int, str]] = field(
+        default_factory=deque
+    )  # (emitted at, batch id), oldest first
 
     def live(self) -> int:
         """Requests of this partition that are queued or in a batch not yet emitted."""
@@ -82,7 +90,11 @@ class PartitionIndex:
                 self.queued_bytes[entry.batch_key] -= ref.size
             if not queue:
                 self.drop_queue(entry.batch_key)
-        elif entry.state is EntryState.BATCHED and entry.batch_id is not None and entry.custom_id is not None:
+        elif (
+            entry.state is EntryState.BATCHED
+            and entry.batch_id is not None
+            and entry.custom_id is not None
+        ):
             members = self.members.get(entry.batch_id, {})
             if members.pop(entry.custom_id, None) is not None:
                 self.left.setdefault(entry.batch_id, {})[entry.custom_id] = now
@@ -135,7 +147,12 @@ class PartitionIndex:
             ordered = sorted(queue.values(), key=lambda q: q.arrived_ms)
             queue.clear()
             queue.update((q.request_id, q) for q in ordered)
-        log.info("partition %d: %d queued, %d batches in flight", partition, sum(map(len, index.queued.values())), len(index.batches))
+        log.info(
+            "partition %d: %d queued, %d batches in flight",
+            partition,
+            sum(map(len, index.queued.values())),
+            len(index.batches),
+        )
         return index
 
     def purge(self, ledger: Ledger, horizon: int) -> None:

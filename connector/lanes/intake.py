@@ -45,9 +45,16 @@ def admit(
     except DecodeError as exc:
         return Rejected(records.DECODE_ERROR, exc.reason, None, exc.raw)
     except (RecursionError, MemoryError) as exc:
-        return Rejected(records.DECODE_ERROR, f"record too deeply nested or too large to decode: {records.exception_message(exc)}", None, raw)
+        return Rejected(
+            records.DECODE_ERROR,
+            f"record too deeply nested or too large to decode: {records.exception_message(exc)}",
+            None,
+            raw,
+        )
     except Exception as exc:  # noqa: BLE001 - a codec bug must cost one record, not the agent
-        return Rejected(records.INTERNAL_ERROR, f"decoding failed: {records.exception_message(exc)}", None, raw)
+        return Rejected(
+            records.INTERNAL_ERROR, f"decoding failed: {records.exception_message(exc)}", None, raw
+        )
     try:
         return _validated(request, allowlist, max_body_bytes, endpoints)
     except _Oversize as exc:
@@ -59,7 +66,12 @@ def admit(
     except MemoryError:
         return Rejected(records.OVERSIZE, "body is too large to parse", request, None)
     except Exception as exc:  # noqa: BLE001 - see above
-        return Rejected(records.INTERNAL_ERROR, f"validation failed: {records.exception_message(exc)}", request, None)
+        return Rejected(
+            records.INTERNAL_ERROR,
+            f"validation failed: {records.exception_message(exc)}",
+            request,
+            None,
+        )
 
 
 def _validated(
@@ -73,7 +85,9 @@ def _validated(
     limit = max_body_bytes.get(request["provider"])
     size = len(request["body"].encode())
     if limit is not None and size > limit:
-        raise _Oversize(f"body is {size} bytes; a {request['provider']} batch holds at most {limit}")
+        raise _Oversize(
+            f"body is {size} bytes; a {request['provider']} batch holds at most {limit}"
+        )
     return request
 
 
@@ -91,4 +105,6 @@ def _check_unicode_fields(request: dict[str, Any]) -> None:
             try:
                 text.encode("utf-8")
             except UnicodeEncodeError as exc:
-                raise ValidationError(f"text is not valid Unicode ({exc.reason} at position {exc.start})") from exc
+                raise ValidationError(
+                    f"text is not valid Unicode ({exc.reason} at position {exc.start})"
+                ) from exc

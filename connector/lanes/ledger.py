@@ -58,7 +58,9 @@ class BatchPhase(StrEnum):
         return _PHASE_OF_FINAL_STATE[state]
 
 
-_ENDED_PHASES = frozenset({BatchPhase.ENDED, BatchPhase.FAILED, BatchPhase.EXPIRED, BatchPhase.CANCELLED})
+_ENDED_PHASES = frozenset(
+    {BatchPhase.ENDED, BatchPhase.FAILED, BatchPhase.EXPIRED, BatchPhase.CANCELLED}
+)
 _PHASE_OF_FINAL_STATE = {
     BatchState.ENDED: BatchPhase.ENDED,
     BatchState.FAILED: BatchPhase.FAILED,
@@ -112,7 +114,9 @@ class PendingEntry:
     profile: RequestProfile | None = None  # what the cost rules know of it; dropped once DONE
 
     @classmethod
-    def of_request(cls, request: dict[str, Any], source: Source | None, shards_per_key: int = 1) -> PendingEntry:
+    def of_request(
+        cls, request: dict[str, Any], source: Source | None, shards_per_key: int = 1
+    ) -> PendingEntry:
         """The entry intake builds for a valid request."""
         return cls(
             request_id=request["request_id"],
@@ -216,7 +220,13 @@ def handle_to_json(handle: BatchHandle) -> dict[str, Any]:
 
 def handle_from_json(raw: dict[str, Any]) -> BatchHandle:
     """A stored handle back as the provider's type."""
-    return BatchHandle(raw["provider"], raw["batch_id"], raw["tag"], raw.get("created_at"), dict(raw.get("extra") or {}))
+    return BatchHandle(
+        raw["provider"],
+        raw["batch_id"],
+        raw["tag"],
+        raw.get("created_at"),
+        dict(raw.get("extra") or {}),
+    )
 
 
 @dataclass(slots=True)
@@ -273,7 +283,9 @@ class BatchRecord:
         value["phase"] = self.phase.value
         value["handle"] = handle_to_json(self.handle) if self.handle else None
         # Read by dashboards and by earlier versions' status tools.
-        value.update(provider=self.provider, model=self.batch_key.model, endpoint=self.batch_key.endpoint)
+        value.update(
+            provider=self.provider, model=self.batch_key.model, endpoint=self.batch_key.endpoint
+        )
         return value
 
     @classmethod
@@ -285,7 +297,11 @@ class BatchRecord:
         args["batch_key"] = BatchKey.parse(v["batch_key"])
         args["phase"] = BatchPhase(v["phase"])
         args["handle"] = handle_from_json(v["handle"]) if v.get("handle") else None
-        extra = {k: x for k, x in v.items() if k not in known and k not in ("provider", "model", "endpoint")}
+        extra = {
+            k: x
+            for k, x in v.items()
+            if k not in known and k not in ("provider", "model", "endpoint")
+        }
         return cls(**args, extra=extra)
 
 

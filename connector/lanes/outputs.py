@@ -72,7 +72,13 @@ async def deliver_all(sends: Sequence[Callable[[], Awaitable[Awaitable[Any]]]], 
         failed = [send for send, error in zip(todo, errors, strict=True) if error is not None]
         if failed:
             first = next(e for e in errors if e is not None)
-            log.warning("%d %s not delivered (%s); sending again in %.1fs", len(failed), what, exception_message(first), delay)
+            log.warning(
+                "%d %s not delivered (%s); sending again in %.1fs",
+                len(failed),
+                what,
+                exception_message(first),
+                delay,
+            )
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESEND_MAX_S)
         todo = failed
@@ -88,7 +94,11 @@ class Outputs:
     """The lanes' producer: results, dead letters, retries, escalations, batch events."""
 
     def __init__(
-        self, app: faust.App, settings: Settings, codec: Codec, topic_limits: Mapping[str, int] | None = None
+        self,
+        app: faust.App,
+        settings: Settings,
+        codec: Codec,
+        topic_limits: Mapping[str, int] | None = None,
     ) -> None:
         self._app = app
         self._codec = codec
@@ -102,9 +112,18 @@ class Outputs:
 
     def limit(self, topic: str) -> int:
         """The largest value (plus key and headers) a record of ``topic`` may carry."""
-        return min(self._topic_limits.get(topic, self._max_request), self._max_request) - RECORD_OVERHEAD_BYTES
+        return (
+            min(self._topic_limits.get(topic, self._max_request), self._max_request)
+            - RECORD_OVERHEAD_BYTES
+        )
 
-    async def _send(self, topic: str, key: str | None, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> Awaitable[Any]:
+    async def _send(
+        self,
+        topic: str,
+        key: str | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]:
         key_bytes = key.encode("utf-8", "replace") if key else None
         size = len(value) + len(key_bytes or b"") + sum(len(k) + len(v) for k, v in headers or ())
         if size > self.limit(topic):
@@ -112,39 +131,66 @@ class Outputs:
         # The producer itself, not faust.Topic.send: the records are encoded already.
         return await self._app.producer.send(topic, key_bytes, value, None, None, headers)
 
-    async def result(self, record: dict[str, Any], reply_topic: str | None = None) -> Awaitable[Any]:
+    async def result(
+        self, record: dict[str, Any], reply_topic: str | None = None
+    ) -> Awaitable[Any]:
         """A succeeded request's result, to its allow-listed reply topic or the results topic."""
         topic = reply_topic if reply_topic and reply_topic in self._allow else self._names.results
         value = self._codec.encode(schemas.RESULT, record, topic)
-        return await self._send(topic, record["request_id"], value, self._events("result", record, "emitted_at"))
+        return await self._send(
+            topic, record["request_id"], value, self._events("result", record, "emitted_at")
+        )
 
     async def failure(self, record: dict[str, Any]) -> Awaitable[Any]:
         """A dead letter; cut down (and said so in ``truncated``) until it fits its topic."""
         topic = self._names.deadletter
         headers = self._failure_headers(record)
-        room = self.limit(topic) - sum(len(k) + len(v) for k, v in headers) - len((record.get("request_id") or "").encode("utf-8", "replace"))
-        fitted, value = fit_failure(record, lambda r: self._codec.encode(schemas.FAILURE, r, topic), room)
-        return await self._send(topic, fitted.get("request_id"), value, self._failure_headers(fitted))
+        room = (
+            self.limit(topic)
+            - sum(len(k) + len(v) for k, v in headers)
+            - len((record.get("request_id") or "").encode("utf-8", "replace"))
+        )
+        fitted, value = fit_failure(
+            record, lambda r: self._codec.encode(schemas.FAILURE, r, topic), room
+        )
+        return await self._send(
+            topic, fitted.get("request_id"), value, self._failure_headers(fitted)
+        )
 
     def _failure_headers(self, record: dict[str, Any]) -> list[tuple[str, bytes]]:
-        return deadletter_headers(record, self._connector) + (self._events("failure", record, "failed_at") or [])
+        return deadletter_headers(record, self._connector) + (
+            self._events("failure", record, "failed_at") or []
+        )
 
-    def _events(self, kind: str, record: dict[str, Any], time_field: str) -> list[tuple[str, bytes]] | None:
+    def _events(
+        self, kind: str, record: dict[str, Any], time_field: str
+    ) -> list[tuple[str, bytes]] | None:
         if not self._cloudevents:
             return None
-        return cloudevent_headers(kind=kind, request_id=record.get("request_id"), source=self._ce_source, now_ms=record[time_field])
+        return cloudevent_headers(
+            kind=kind,
+            request_id=record.get("request_id"),
+            source=self._ce_source,
+            now_ms=record[time_field],
+        )
 
     async def retry(self, request: dict[str, Any]) -> Awaitable[Any]:
         """Back to the deferred topic with the next attempt number."""
         topic = self._names.deferred
-        return await self._send(topic, request["request_id"], self._codec.encode(schemas.REQUEST, request, topic))
+        return await self._send(
+            topic, request["request_id"], self._codec.encode(schemas.REQUEST, request, topic)
+        )
 
     async def escalate(self, request: dict[str, Any]) -> Awaitable[Any]:
         """To the realtime topic: the deadline cannot wait for the batch."""
         topic = self._names.realtime
-        return await self._send(topic, request["request_id"], self._codec.encode(schemas.REQUEST, request, topic))
+        return await self._send(
+            topic, request["request_id"], self._codec.encode(schemas.REQUEST, request, topic)
+        )
 
     async def batch_event(self, record: dict[str, Any]) -> Awaitable[Any]:
         """A batch lifecycle event (observability)."""
         topic = self._names.batches
-        return await self._send(topic, record["batch_id"], self._codec.encode(schemas.BATCH_EVENT, record, topic))
+        return await self._send(
+            topic, record["batch_id"], self._codec.encode(schemas.BATCH_EVENT, record, topic)
+        )

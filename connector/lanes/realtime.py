@@ -83,11 +83,20 @@ class RealtimeLane:
         self._sleep = sleep
         self.recent = RecentIds(int(settings.dedupe_window_s * 1000))
 
-    async def _call(self, provider: Provider, item: BatchItem, timeout_s: float | None = None) -> Outcome:
+    async def _call(
+        self, provider: Provider, item: BatchItem, timeout_s: float | None = None
+    ) -> Outcome:
         try:
-            return await asyncio.wait_for(provider.complete(item), timeout_s or self.settings.realtime_timeout_s)
+            return await asyncio.wait_for(
+                provider.complete(item), timeout_s or self.settings.realtime_timeout_s
+            )
         except TimeoutError:
-            return Outcome(item.custom_id, OutcomeKind.RETRYABLE, error_code="timeout", error_message="synchronous call timed out")
+            return Outcome(
+                item.custom_id,
+                OutcomeKind.RETRYABLE,
+                error_code="timeout",
+                error_message="synchronous call timed out",
+            )
 
     async def handle(self, request: dict[str, Any], source: tuple[str, int, int] | None) -> None:
         """Answer one request synchronously; returns once its outcome is acknowledged.
@@ -97,7 +106,10 @@ class RealtimeLane:
         """
         if self.recent.repeats(request, self.clock()):
             metrics.DUPLICATES.inc()
-            log.info("realtime %s: a replay of a request already answered; ignored", request["request_id"])
+            log.info(
+                "realtime %s: a replay of a request already answered; ignored",
+                request["request_id"],
+            )
             return
         provider = self.providers[request["provider"]]
         item = BatchItem(
@@ -113,33 +125,70 @@ class RealtimeLane:
             tier, priced = flex.served_tier(asked, flex.reported_tier(outcome.body))
             costs = self.prices.costs(request["provider"], request["model"], outcome.usage, priced)
             record = records.result_record(
-                request, outcome, lane="realtime", costs=costs, now=now, submitted_at=submitted, completed_at=now,
+                request,
+                outcome,
+                lane="realtime",
+                costs=costs,
+                now=now,
+                submitted_at=submitted,
+                completed_at=now,
                 service_tier=tier,
             )
             try:
-                await deliver_all([lambda: self.out.result(record, request.get("reply_topic"))], "results")
+                await deliver_all(
+                    [lambda: self.out.result(record, request.get("reply_topic"))], "results"
+                )
             except TooLarge as exc:
-                await self._fail(request, source, records.OVERSIZE, None, f"the result is too large to deliver: {exc}")
+                await self._fail(
+                    request,
+                    source,
+                    records.OVERSIZE,
+                    None,
+                    f"the result is too large to deliver: {exc}",
+                )
                 return
             metrics.labelled(metrics.RESULTS, "realtime", request["provider"]).inc()
             metrics.labelled(metrics.COST, request["provider"], "realtime").inc(costs.cost_usd)
-            metrics.labelled(metrics.REALTIME_COST, request["provider"]).inc(costs.realtime_cost_usd)
-            metrics.labelled(metrics.LATENCY, "realtime").observe(max(0, now - request["created_at"]) / 1000)
+            metrics.labelled(metrics.REALTIME_COST, request["provider"]).inc(
+                costs.realtime_cost_usd
+            )
+            metrics.labelled(metrics.LATENCY, "realtime").observe(
+                max(0, now - request["created_at"]) / 1000
+            )
             return
-        error_class = records.PROVIDER_REJECTED if outcome.kind is OutcomeKind.PERMANENT else records.RETRIES_EXHAUSTED
-        await self._fail(request, source, error_class, outcome.error_code, outcome.error_message or "synchronous call failed")
+        error_class = (
+            records.PROVIDER_REJECTED
+            if outcome.kind is OutcomeKind.PERMANENT
+            else records.RETRIES_EXHAUSTED
+        )
+        await self._fail(
+            request,
+            source,
+            error_class,
+            outcome.error_code,
+            outcome.error_message or "synchronous call failed",
+        )
 
-    async def _serve(self, provider: Provider, item: BatchItem, request: dict[str, Any]) -> tuple[Outcome, str]:
+    async def _serve(
+        self, provider: Provider, item: BatchItem, request: dict[str, Any]
+    ) -> tuple[Outcome, str]:
         """The request's outcome and the tier it asked for: Flex first where planned."""
         cfg = self.settings.cost
-        if flex.plans_flex(request, item.body, cfg.flex_models, for_escalations=cfg.flex_for_escalations):
+        if flex.plans_flex(
+            request, item.body, cfg.flex_models, for_escalations=cfg.flex_for_escalations
+        ):
             outcome = await self._flex(provider, item, request)
             if outcome is not None:
                 return outcome, flex.FLEX
-            log.info("realtime %s: Flex had no answer in time; the standard tier serves it", request["request_id"])
+            log.info(
+                "realtime %s: Flex had no answer in time; the standard tier serves it",
+                request["request_id"],
+            )
         return await self._call_with_retries(provider, item, request["request_id"]), flex.STANDARD
 
-    async def _flex(self, provider: Provider, item: BatchItem, request: dict[str, Any]) -> Outcome | None:
+    async def _flex(
+        self, provider: Provider, item: BatchItem, request: dict[str, Any]
+    ) -> Outcome | None:
         """Flex attempts while the deadline leaves room; None when the standard tier must answer."""
         cfg = self.settings.cost
         flex_item = replace(item, body={**item.body, "service_tier": flex.FLEX})
@@ -147,7 +196,12 @@ class RealtimeLane:
         attempts = max(1, self.settings.batching.max_attempts)
         delay = 1.0
         for attempt in range(1, attempts + 1):
-            window = flex.flex_window_s(deadline, self.clock(), timeout_s=cfg.flex_timeout_s, reserve_s=cfg.flex_standard_reserve_s)
+            window = flex.flex_window_s(
+                deadline,
+                self.clock(),
+                timeout_s=cfg.flex_timeout_s,
+                reserve_s=cfg.flex_standard_reserve_s,
+            )
             if window is None:
                 return None
             outcome = await self._call(provider, flex_item, window)
@@ -155,34 +209,69 @@ class RealtimeLane:
                 return outcome
             if outcome.kind is OutcomeKind.PERMANENT or attempt == attempts:
                 return None  # refused (the model, the tier), or out of attempts: the standard tier answers
-            hint = outcome.retry_after if outcome.retry_after is not None else delay * random.uniform(0.8, 1.2)
+            hint = (
+                outcome.retry_after
+                if outcome.retry_after is not None
+                else delay * random.uniform(0.8, 1.2)
+            )
             wait = min(hint, self.settings.poll_max_s)
             later = self.clock() + int(wait * 1000)
-            if flex.flex_window_s(deadline, later, timeout_s=cfg.flex_timeout_s, reserve_s=cfg.flex_standard_reserve_s) is None:
+            if (
+                flex.flex_window_s(
+                    deadline,
+                    later,
+                    timeout_s=cfg.flex_timeout_s,
+                    reserve_s=cfg.flex_standard_reserve_s,
+                )
+                is None
+            ):
                 return None
-            log.info("realtime %s: Flex %s, trying Flex again in %.1fs", request["request_id"], outcome.error_code, wait)
+            log.info(
+                "realtime %s: Flex %s, trying Flex again in %.1fs",
+                request["request_id"],
+                outcome.error_code,
+                wait,
+            )
             await self._sleep(wait)
             delay = min(delay * 2, 30.0)
         raise AssertionError("unreachable: the last attempt returns")
 
-    async def _call_with_retries(self, provider: Provider, item: BatchItem, request_id: str) -> Outcome:
+    async def _call_with_retries(
+        self, provider: Provider, item: BatchItem, request_id: str
+    ) -> Outcome:
         delay = 1.0
         attempts = max(1, self.settings.batching.max_attempts)
         for attempt in range(1, attempts + 1):
             outcome = await self._call(provider, item)
             if outcome.kind is not OutcomeKind.RETRYABLE or attempt == attempts:
                 return outcome
-            wait = outcome.retry_after if outcome.retry_after is not None else delay * random.uniform(0.8, 1.2)
-            log.info("realtime %s: %s, retry %d in %.1fs", request_id, outcome.error_code, attempt, wait)
+            wait = (
+                outcome.retry_after
+                if outcome.retry_after is not None
+                else delay * random.uniform(0.8, 1.2)
+            )
+            log.info(
+                "realtime %s: %s, retry %d in %.1fs", request_id, outcome.error_code, attempt, wait
+            )
             await self._sleep(min(wait, self.settings.poll_max_s))
             delay = min(delay * 2, 30.0)
         raise AssertionError("unreachable: the last attempt returns")
 
     async def _fail(
-        self, request: dict[str, Any], source: tuple[str, int, int] | None, error_class: str, code: str | None, message: str
+        self,
+        request: dict[str, Any],
+        source: tuple[str, int, int] | None,
+        error_class: str,
+        code: str | None,
+        message: str,
     ) -> None:
         failure = records.failure_record(
-            error_class=error_class, message=message, now=self.clock(), request=request, error_code=code, source=source
+            error_class=error_class,
+            message=message,
+            now=self.clock(),
+            request=request,
+            error_code=code,
+            source=source,
         )
         await deliver_all([lambda: self.out.failure(failure)], "dead letters")
         metrics.labelled(metrics.FAILURES, error_class).inc()

@@ -134,7 +134,9 @@ def _sanitized(value: Any) -> Any:
     return value
 
 
-def fit_failure(failure: dict[str, Any], encode: Callable[[dict[str, Any]], bytes], limit: int) -> tuple[dict[str, Any], bytes]:
+def fit_failure(
+    failure: dict[str, Any], encode: Callable[[dict[str, Any]], bytes], limit: int
+) -> tuple[dict[str, Any], bytes]:
     """The dead letter cut down until it encodes within ``limit`` bytes, and its encoding.
 
     The error message is capped first, then invalid Unicode is replaced, then the raw
@@ -211,7 +213,9 @@ _CONNECT_STAGES = {
 }
 
 
-def deadletter_headers(failure: dict[str, Any], connector: str = "batchbridge") -> list[tuple[str, bytes]]:
+def deadletter_headers(
+    failure: dict[str, Any], connector: str = "batchbridge"
+) -> list[tuple[str, bytes]]:
     """The error context headers Kafka Connect's ``errors.deadletterqueue.context.headers.enable``
     writes, so DLQ tooling that reads them reads ours; plus ``error_class``.
     """
@@ -221,7 +225,8 @@ def deadletter_headers(failure: dict[str, Any], connector: str = "batchbridge") 
         "__connect.errors.task.id": "0",
         "__connect.errors.stage": _CONNECT_STAGES.get(error_class, "TASK_PUT"),
         "__connect.errors.class.name": "io.batchbridge.connector.DeferredLane",
-        "__connect.errors.exception.class.name": "io.batchbridge.errors." + "".join(p.title() for p in error_class.split("_")),
+        "__connect.errors.exception.class.name": "io.batchbridge.errors."
+        + "".join(p.title() for p in error_class.split("_")),
         "__connect.errors.exception.message": failure["error_message"][:MAX_ERROR_MESSAGE_CHARS],
         "error_class": error_class,
     }
@@ -234,9 +239,15 @@ def deadletter_headers(failure: dict[str, Any], connector: str = "batchbridge") 
     return [(k, v.encode("utf-8", "replace")) for k, v in headers.items()]
 
 
-def cloudevent_headers(*, kind: str, request_id: str | None, source: str, now_ms: int) -> list[tuple[str, bytes]]:
+def cloudevent_headers(
+    *, kind: str, request_id: str | None, source: str, now_ms: int
+) -> list[tuple[str, bytes]]:
     """CloudEvents 1.0 binary-mode Kafka headers for a result or a dead letter."""
-    at = datetime.fromtimestamp(now_ms / 1000, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    at = (
+        datetime.fromtimestamp(now_ms / 1000, tz=UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
     headers = {
         "ce_specversion": "1.0",
         "ce_id": request_id or "",
@@ -255,13 +266,20 @@ def failure_class_for_batch(batch: BatchRecord) -> str:
     """
     if batch.phase is BatchPhase.FAILED and batch.refused:
         return PROVIDER_REJECTED
-    return {BatchPhase.EXPIRED: EXPIRED, BatchPhase.CANCELLED: CANCELLED, BatchPhase.FAILED: BATCH_FAILED}.get(
-        batch.phase, RETRIES_EXHAUSTED
-    )
+    return {
+        BatchPhase.EXPIRED: EXPIRED,
+        BatchPhase.CANCELLED: CANCELLED,
+        BatchPhase.FAILED: BATCH_FAILED,
+    }.get(batch.phase, RETRIES_EXHAUSTED)
 
 
 def batch_event(
-    batch: BatchRecord, *, previous: BatchPhase | None, now: int, succeeded: int | None = None, failed: int | None = None
+    batch: BatchRecord,
+    *,
+    previous: BatchPhase | None,
+    now: int,
+    succeeded: int | None = None,
+    failed: int | None = None,
 ) -> dict[str, Any]:
     """The lifecycle event of a batch that just entered ``batch.phase``."""
     return {

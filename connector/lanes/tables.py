@@ -38,7 +38,9 @@ class DirectTable(MutableMapping[str, Any]):
     def wrap(cls, table: Any) -> MutableMapping[str, Any]:
         """``table`` itself unless its store is one this class can drive (RocksDB)."""
         store = getattr(table, "data", None)
-        if isinstance(store, SerializedStore) and store._encode_key("probe") == orjson.dumps("probe"):
+        if isinstance(store, SerializedStore) and store._encode_key("probe") == orjson.dumps(
+            "probe"
+        ):
             return cls(table)
         return table  # type: ignore[no-any-return]
 
@@ -67,7 +69,9 @@ class DirectTable(MutableMapping[str, Any]):
     def _send(self, key: bytes, value: bytes | None) -> None:
         event = current_event()
         if event is None:
-            raise RuntimeError("tables are written only while processing an event of their partition")
+            raise RuntimeError(
+                "tables are written only while processing an event of their partition"
+            )
         partition = event.message.partition
         future = self._topic.send_soon(
             key=key, value=value, partition=partition, key_serializer="raw", value_serializer="raw"

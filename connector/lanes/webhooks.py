@@ -20,7 +20,9 @@ BATCH_EVENTS = frozenset({"batch.completed", "batch.failed", "batch.expired", "b
 
 
 class WebhookReceiver:
-    def __init__(self, secret: str, on_batch_event: Callable[[str], bool], remember: int = 10_000) -> None:
+    def __init__(
+        self, secret: str, on_batch_event: Callable[[str], bool], remember: int = 10_000
+    ) -> None:
         from openai import OpenAI
 
         # Only the webhook helpers of this client are used; it never calls the API.

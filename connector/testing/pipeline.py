@@ -81,7 +81,9 @@ _NOTABLE = re.compile(r"\b(ERROR|CRITICAL|Crashed|Traceback)\b|Error:|Exception:
 def where(msg: Message) -> tuple[str, int, int]:
     """The topic, partition and offset of a consumed or delivered record (always set there)."""
     topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-    assert topic is not None and partition is not None and offset is not None, "a record with no place"
+    assert topic is not None and partition is not None and offset is not None, (
+        "a record with no place"
+    )
     return topic, partition, offset
 
 

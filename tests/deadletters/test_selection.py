@@ -114,7 +114,10 @@ def test_an_undecodable_dead_letter_has_only_its_coordinates_and_timestamp() -> 
         (failure("a", truncated=["error_message", "request.body"]), BODY_TRUNCATED),
         (failure("a", truncated=["error_message"]), None),
         (failure("a", truncated=None), None),
-        ({k: v for k, v in failure("a").items() if k != "truncated"}, None),  # written before the field existed
+        (
+            {k: v for k, v in failure("a").items() if k != "truncated"},
+            None,
+        ),  # written before the field existed
     ],
 )
 def test_refusal(record: dict | None, reason: str | None) -> None:

@@ -193,6 +193,7 @@ def test_transport_faults_are_accepted_in_their_documented_forms() -> None:
 
 def test_webhook_signature_matches_the_standard_webhooks_reference() -> None:
     import standardwebhooks  # a runtime dependency: never skipped
+
     secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     body = '{"type":"batch.completed"}'
     expected = standardwebhooks.Webhook(secret).sign("msg_1", _dt(1_700_000_000), body)

@@ -63,13 +63,27 @@ def test_report_and_status_read_the_topics(kafka_bootstrap, unique_name, monkeyp
     assert runner.invoke(app, ["topics", "apply"]).exit_code == 0
     codec = AvroCodec()
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
-    results, deadletter, batches = (f"ops.{role}.{unique_name}" for role in ("results", "deadletter", "batches"))
+    results, deadletter, batches = (
+        f"ops.{role}.{unique_name}" for role in ("results", "deadletter", "batches")
+    )
     for request_id in ("a", "b", "a"):
-        record = sample("InferenceResult") | {"request_id": request_id, "cost_usd": 1.0, "realtime_cost_usd": 2.0}
-        producer.produce(results, key=request_id, value=codec.encode("InferenceResult", record, results))
+        record = sample("InferenceResult") | {
+            "request_id": request_id,
+            "cost_usd": 1.0,
+            "realtime_cost_usd": 2.0,
+        }
+        producer.produce(
+            results, key=request_id, value=codec.encode("InferenceResult", record, results)
+        )
     failure = sample("InferenceFailure") | {"request_id": "c", "error_class": "retries_exhausted"}
-    producer.produce(deadletter, key="c", value=codec.encode("InferenceFailure", failure, deadletter))
-    for batch_id, state, at in (("b-1", "SUBMITTED", 1), ("b-1", "EMITTED", 2), ("b-2", "SUBMITTED", 1)):
+    producer.produce(
+        deadletter, key="c", value=codec.encode("InferenceFailure", failure, deadletter)
+    )
+    for batch_id, state, at in (
+        ("b-1", "SUBMITTED", 1),
+        ("b-1", "EMITTED", 2),
+        ("b-2", "SUBMITTED", 1),
+    ):
         record = sample("BatchEvent") | {"batch_id": batch_id, "state": state, "event_at": at}
         producer.produce(batches, key=batch_id, value=codec.encode("BatchEvent", record, batches))
     assert producer.flush(30) == 0

@@ -23,7 +23,10 @@ from tests.fixtures.records import sample
 
 pytestmark = pytest.mark.integration
 
-CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Classify: my parcel is late"}]}
+CHAT = {
+    "model": "gpt-4o-mini",
+    "messages": [{"role": "user", "content": "Classify: my parcel is late"}],
+}
 
 
 def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
@@ -34,7 +37,9 @@ def create_topics(bootstrap: str, partitions: dict[str, int]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         known = admin.list_topics(timeout=10).topics
-        if all(name in known and len(known[name].partitions) == n for name, n in partitions.items()):
+        if all(
+            name in known and len(known[name].partitions) == n for name, n in partitions.items()
+        ):
             return
         time.sleep(0.1)
     raise AssertionError("topics not visible")
@@ -55,8 +60,12 @@ def settings_for(bootstrap: str, suffix: str, serde: str = "avro") -> Settings:
     )
 
 
-def read_all(bootstrap: str, topic: str, partitions: int, expected: int, timeout: float = 30) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}", "enable.auto.commit": False})
+def read_all(
+    bootstrap: str, topic: str, partitions: int, expected: int, timeout: float = 30
+) -> list:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     messages = []
     deadline = time.monotonic() + timeout
@@ -69,17 +78,33 @@ def read_all(bootstrap: str, topic: str, partitions: int, expected: int, timeout
 
 
 @pytest.mark.parametrize(("serde", "partitions"), [("avro", 1), ("json", 2), ("confluent", 3)])
-def test_request_produced_with_the_client_reads_back_equal(kafka_bootstrap, unique_name, serde, partitions):
+def test_request_produced_with_the_client_reads_back_equal(
+    kafka_bootstrap, unique_name, serde, partitions
+):
     settings = settings_for(kafka_bootstrap, f"{serde}.{unique_name}", serde)
-    create_topics(kafka_bootstrap, {settings.topics.deferred: partitions, settings.topics.realtime: 1})
+    create_topics(
+        kafka_bootstrap, {settings.topics.deferred: partitions, settings.topics.realtime: 1}
+    )
     codec = build_codec(settings)  # one codec: the mock:// registry lives in the instance
     deferred = [
-        make_request(f"req-{i}-ünïcode-{'x' * 70}", "openai", "gpt-4o-mini", "/v1/chat/completions", CHAT,
-                     metadata={"i": i}, deadline_ms=now_ms() + 60_000 if i % 2 else None)
+        make_request(
+            f"req-{i}-ünïcode-{'x' * 70}",
+            "openai",
+            "gpt-4o-mini",
+            "/v1/chat/completions",
+            CHAT,
+            metadata={"i": i},
+            deadline_ms=now_ms() + 60_000 if i % 2 else None,
+        )
         for i in range(5)
     ]
-    realtime = make_request("rt-1", "gemini", "gemini-2.5-flash", "generateContent",
-                            {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+    realtime = make_request(
+        "rt-1",
+        "gemini",
+        "gemini-2.5-flash",
+        "generateContent",
+        {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+    )
     with RequestProducer(settings, codec=codec) as producer:
         for request in deferred:
             producer.send(request)
@@ -90,7 +115,10 @@ def test_request_produced_with_the_client_reads_back_equal(kafka_bootstrap, uniq
     decoded = {m.key().decode(): codec.decode(schemas.REQUEST, m.value(), m.topic()) for m in got}
     assert decoded == {r["request_id"]: r for r in deferred}
     # Keyed by request_id: the same id always lands on the same partition.
-    assert all(m.key().decode() == codec.decode(schemas.REQUEST, m.value(), m.topic())["request_id"] for m in got)
+    assert all(
+        m.key().decode() == codec.decode(schemas.REQUEST, m.value(), m.topic())["request_id"]
+        for m in got
+    )
 
     (rt,) = read_all(kafka_bootstrap, settings.topics.realtime, 1, 1)
     assert codec.decode(schemas.REQUEST, rt.value(), rt.topic()) == realtime
@@ -119,8 +147,14 @@ def test_watcher_dedups_reports_bad_records_and_times_out(kafka_bootstrap, uniqu
 
     progress: list[tuple[int, int]] = []
     with ResultWatcher(settings, codec=codec) as watcher:
-        outcomes = watcher.wait_for(["a", "b", "c"], timeout=30, on_progress=lambda d, t: progress.append((d, t)))
-        assert {k: kind for k, (kind, _) in outcomes.items()} == {"a": "result", "b": "result", "c": "deadletter"}
+        outcomes = watcher.wait_for(
+            ["a", "b", "c"], timeout=30, on_progress=lambda d, t: progress.append((d, t))
+        )
+        assert {k: kind for k, (kind, _) in outcomes.items()} == {
+            "a": "result",
+            "b": "result",
+            "c": "deadletter",
+        }
         assert progress[0] == (0, 3) and progress[-1] == (3, 3)
         # Let the rest of the topic arrive, then check what was counted on the way.
         started = time.monotonic()
@@ -131,7 +165,9 @@ def test_watcher_dedups_reports_bad_records_and_times_out(kafka_bootstrap, uniqu
         assert [f.topic for f in watcher.stats.decode_failures] == [settings.topics.deadletter]
         assert watcher.stats.unkeyed == 1
 
-    read = list(read_topics(settings, {settings.topics.results: schemas.RESULT}, codec=codec, timeout=20))
+    read = list(
+        read_topics(settings, {settings.topics.results: schemas.RESULT}, codec=codec, timeout=20)
+    )
     assert sorted(record["request_id"] for _, record in read) == ["a", "a", "b"]
 
 

@@ -17,13 +17,19 @@ def test_demo_500_requests_json_accounts_for_every_request(tmp_path):
     env["BATCHBRIDGE_DATA_DIR"] = str(tmp_path)
     proc = subprocess.run(
         [sys.executable, "-m", "connector", "demo", "--requests", "500", "--json"],
-        env=env, capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    summary = json.loads(proc.stdout[proc.stdout.index("{"):])
+    summary = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert summary["requests"] == 500
     assert summary["results"] + summary["deadletters"] == 500
-    assert summary["results"] > 400  # the emulator fails ~2% plus a few deliberately invalid requests
+    assert (
+        summary["results"] > 400
+    )  # the emulator fails ~2% plus a few deliberately invalid requests
     assert summary["batches"] >= 3  # three providers at least
     assert 0 < summary["cost_usd"] < summary["realtime_cost_usd"]
     # The support-policy workload: batch discount, prompt cache and Flex stack past 65%.

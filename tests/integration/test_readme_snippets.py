@@ -20,7 +20,11 @@ def emulator_snippets() -> list[str]:
 
 def test_readme_shows_a_snippet_for_each_provider():
     text = "\n".join(emulator_snippets())
-    for sdk in ("from openai import OpenAI", "from anthropic import Anthropic", "from google import genai"):
+    for sdk in (
+        "from openai import OpenAI",
+        "from anthropic import Anthropic",
+        "from google import genai",
+    ):
         assert sdk in text
 
 
@@ -29,6 +33,10 @@ def test_snippet_runs_unchanged_but_for_the_base_url(index):
     snippet = emulator_snippets()[index]
     with EmulatorThread(EmulatorConfig(processing_seconds=0.2)) as url:
         scope: dict = {}
-        exec(compile(snippet.replace(DOCUMENTED_URL, url), f"README snippet {index}", "exec"), scope)  # noqa: S102
+        exec(
+            compile(snippet.replace(DOCUMENTED_URL, url), f"README snippet {index}", "exec"), scope
+        )  # noqa: S102
         created = scope.get("batch") or scope.get("job")
-        assert created is not None and (getattr(created, "id", None) or getattr(created, "name", None))
+        assert created is not None and (
+            getattr(created, "id", None) or getattr(created, "name", None)
+        )

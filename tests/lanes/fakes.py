@@ -47,7 +47,9 @@ class FakeOutputs:
         self.escalated: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
 
-    async def result(self, record: dict[str, Any], reply_topic: str | None = None) -> asyncio.Future[None]:
+    async def result(
+        self, record: dict[str, Any], reply_topic: str | None = None
+    ) -> asyncio.Future[None]:
         self.results.append(record)
         return delivered()
 
@@ -97,7 +99,9 @@ class FakeProvider(Provider):
         self.batches[batch_id] = {"tag": tag, "items": list(items), "state": BatchState.RUNNING}
         if self.lose_submit_response:
             self.lose_submit_response = False
-            raise ProviderUnavailable("connection reset after the batch was created", provider=self.name)
+            raise ProviderUnavailable(
+                "connection reset after the batch was created", provider=self.name
+            )
         return BatchHandle(self.name, batch_id, tag)
 
     def finish_all(self) -> None:
@@ -107,16 +111,26 @@ class FakeProvider(Provider):
     async def poll(self, handle: BatchHandle) -> BatchStatus:
         state = self.batches[handle.batch_id]["state"]
         error = self.final_error if state is BatchState.FAILED else None
-        return BatchStatus(state, state.value, total=len(self.batches[handle.batch_id]["items"]), error_code=error,
-                           quota_exceeded=error == "token_limit_exceeded")
+        return BatchStatus(
+            state,
+            state.value,
+            total=len(self.batches[handle.batch_id]["items"]),
+            error_code=error,
+            quota_exceeded=error == "token_limit_exceeded",
+        )
 
     async def results(self, handle: BatchHandle) -> AsyncIterator[Outcome]:
         for item in reversed(self.batches[handle.batch_id]["items"]):  # order is never input order
             if item.custom_id in self.omit:
                 continue
             kind = self.kinds.get(item.body.get("text"), OutcomeKind.SUCCEEDED)
-            yield Outcome(item.custom_id, kind, body={"echo": item.body}, usage=Usage(100, 20),
-                          error_code=None if kind is OutcomeKind.SUCCEEDED else "code_" + kind.value)
+            yield Outcome(
+                item.custom_id,
+                kind,
+                body={"echo": item.body},
+                usage=Usage(100, 20),
+                error_code=None if kind is OutcomeKind.SUCCEEDED else "code_" + kind.value,
+            )
 
     async def cancel(self, handle: BatchHandle) -> None:
         self.batches[handle.batch_id]["state"] = BatchState.CANCELLED

@@ -72,7 +72,10 @@ async def test_a_full_worker_pauses_its_input_partitions_in_aiokafka_and_resumes
     room = [False]
     t, _, consumer = throttle(room, assigned=((TOPIC, 0), (TOPIC, 1), ("other", 0)))
     await t.check()
-    assert {(tp.topic, tp.partition) for tp in consumer._thread.aio.paused} == {(TOPIC, 0), (TOPIC, 1)}
+    assert {(tp.topic, tp.partition) for tp in consumer._thread.aio.paused} == {
+        (TOPIC, 0),
+        (TOPIC, 1),
+    }
     assert not consumer._paused_partitions  # Faust's own pause is never used for this
     room[0] = True
     await t.check()
@@ -117,21 +120,37 @@ class FakeWork:
 
 
 def event(value, offset=0):
-    return SimpleNamespace(value=value, message=SimpleNamespace(topic=TOPIC, partition=0, offset=offset))
+    return SimpleNamespace(
+        value=value, message=SimpleNamespace(topic=TOPIC, partition=0, offset=offset)
+    )
 
 
 def intake(work, limit=1_000_000):
-    return Intake(AvroCodec(), FakeOutputs(), None, None, work, partitions=4, reply_allowlist=frozenset(),
-                  max_body={}, endpoints={"openai": frozenset({"/v1/chat/completions"})}, shards_per_key=1,
-                  work_limit=limit)
+    return Intake(
+        AvroCodec(),
+        FakeOutputs(),
+        None,
+        None,
+        work,
+        partitions=4,
+        reply_allowlist=frozenset(),
+        max_body={},
+        endpoints={"openai": frozenset({"/v1/chat/completions"})},
+        shards_per_key=1,
+        work_limit=limit,
+    )
 
 
-async def test_intake_bundles_valid_requests_per_work_partition_and_dead_letters_the_rest(monkeypatch):
+async def test_intake_bundles_valid_requests_per_work_partition_and_dead_letters_the_rest(
+    monkeypatch,
+):
     monkeypatch.setattr(outputs, "RESEND_INITIAL_S", 0.001)
     codec = AvroCodec()
     work = FakeWork(fail_first=1)  # the first forward fails and is sent again
     i = intake(work)
-    events = [event(codec.encode(REQUEST, request(request_id=f"r-{n}"), TOPIC), n) for n in range(5)]
+    events = [
+        event(codec.encode(REQUEST, request(request_id=f"r-{n}"), TOPIC), n) for n in range(5)
+    ]
     events.append(event(b"\x00garbage", 5))
     await i.forward(events)
     assert [f["error_class"] for f in i.out.failures] == ["decode_error"]

@@ -13,8 +13,15 @@ from connector.lanes.assembly import (
     plan_closes,
 )
 
-CFG = BatchingSettings(max_requests=10, max_bytes=10_000, min_batch=3, max_wait_s=5, max_linger_s=20,
-                       expected_turnaround_s=60, deadline_margin_s=10)
+CFG = BatchingSettings(
+    max_requests=10,
+    max_bytes=10_000,
+    min_batch=3,
+    max_wait_s=5,
+    max_linger_s=20,
+    expected_turnaround_s=60,
+    deadline_margin_s=10,
+)
 
 
 def q(i: int, at: int = 0, size: int = 10, deadline: int | None = None) -> Queued:
@@ -22,8 +29,13 @@ def q(i: int, at: int = 0, size: int = 10, deadline: int | None = None) -> Queue
 
 
 def plan(queue, now=0, **kw):
-    return plan_closes(queue, now_ms=now, cfg=kw.pop("cfg", CFG), limit_requests=kw.pop("lr", 1000),
-                       limit_bytes=kw.pop("lb", 10**9))
+    return plan_closes(
+        queue,
+        now_ms=now,
+        cfg=kw.pop("cfg", CFG),
+        limit_requests=kw.pop("lr", 1000),
+        limit_bytes=kw.pop("lb", 10**9),
+    )
 
 
 def test_nothing_closes_before_any_timer():
@@ -71,9 +83,18 @@ def test_deadline_closes_early():
 
 
 def test_force_closes_what_no_timer_would_close_yet():
-    closes = plan_closes([q(0), q(1)], now_ms=0, cfg=CFG, limit_requests=1000, limit_bytes=10**9, force="max_pending")
+    closes = plan_closes(
+        [q(0), q(1)], now_ms=0, cfg=CFG, limit_requests=1000, limit_bytes=10**9, force="max_pending"
+    )
     assert [(c.reason, c.request_ids) for c in closes] == [("max_pending", ("r0", "r1"))]
-    timed = plan_closes([q(0), q(1)], now_ms=20_000, cfg=CFG, limit_requests=1000, limit_bytes=10**9, force="max_pending")
+    timed = plan_closes(
+        [q(0), q(1)],
+        now_ms=20_000,
+        cfg=CFG,
+        limit_requests=1000,
+        limit_bytes=10**9,
+        force="max_pending",
+    )
     assert [c.reason for c in timed] == [MAX_LINGER]  # a real reason wins over the forced one
 
 
@@ -98,5 +119,5 @@ def test_every_request_in_at_most_one_batch_and_no_batch_over_a_cap(sizes, lr, n
         assert len(c.request_ids) <= min(lr, CFG.max_requests)
         assert c.size <= CFG.max_bytes or len(c.request_ids) == 1
     # what stays queued is never itself a full batch
-    rest = queue[len(ids):]
+    rest = queue[len(ids) :]
     assert len(rest) < min(lr, CFG.max_requests) or not rest

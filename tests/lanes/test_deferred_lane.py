@@ -23,11 +23,27 @@ from tests.lanes.fakes import Clock, FakeOutputs, FakeProvider
 KEY = "openai|gpt-4o-mini|/v1/chat/completions"
 
 
-def request(i: int, *, attempt: int = 1, deadline: int | None = None, text: str | None = None, rid: str | None = None):
+def request(
+    i: int,
+    *,
+    attempt: int = 1,
+    deadline: int | None = None,
+    text: str | None = None,
+    rid: str | None = None,
+):
     body = json.dumps({"text": text or f"t{i}"})
-    return {"request_id": rid or f"req-{i}", "provider": "openai", "model": "gpt-4o-mini",
-            "endpoint": "/v1/chat/completions", "body": body, "metadata": {}, "deadline": deadline,
-            "reply_topic": None, "attempt": attempt, "created_at": 1_000_000}
+    return {
+        "request_id": rid or f"req-{i}",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "endpoint": "/v1/chat/completions",
+        "body": body,
+        "metadata": {},
+        "deadline": deadline,
+        "reply_topic": None,
+        "attempt": attempt,
+        "created_at": 1_000_000,
+    }
 
 
 def entry(i: int, **kw) -> PendingEntry:
@@ -36,10 +52,19 @@ def entry(i: int, **kw) -> PendingEntry:
 
 class Harness:
     def __init__(self, **batching):
-        cfg = dict(max_requests=10, min_batch=3, max_wait_s=5, max_linger_s=20, expected_turnaround_s=60,
-                   deadline_margin_s=10, max_attempts=2)
+        cfg = dict(
+            max_requests=10,
+            min_batch=3,
+            max_wait_s=5,
+            max_linger_s=20,
+            expected_turnaround_s=60,
+            deadline_margin_s=10,
+            max_attempts=2,
+        )
         cfg.update(batching)
-        self.settings = Settings(batching=BatchingSettings(**cfg), poll_initial_s=1, poll_max_s=4, dedupe_window_s=100)
+        self.settings = Settings(
+            batching=BatchingSettings(**cfg), poll_initial_s=1, poll_max_s=4, dedupe_window_s=100
+        )
         self.clock = Clock()
         self.provider = FakeProvider()
         self.out = FakeOutputs()
@@ -58,8 +83,17 @@ class Harness:
     def new_lane(self) -> DeferredLane:
         async def flush():
             self.flushes += 1
-        return DeferredLane(self.settings, {"openai": self.provider}, self.out, PriceTable.load(),
-                            self.pending, self.batches, flush=flush, clock=self.clock)
+
+        return DeferredLane(
+            self.settings,
+            {"openai": self.provider},
+            self.out,
+            PriceTable.load(),
+            self.pending,
+            self.batches,
+            flush=flush,
+            clock=self.clock,
+        )
 
     async def feed(self, *entries, p=0):
         for e in entries:
@@ -74,7 +108,10 @@ class Harness:
         raise AssertionError("a batch stayed busy for 100 ticks in a row")
 
     def outcome_ids(self):
-        return sorted([r["request_id"] for r in self.out.results] + [f["request_id"] for f in self.out.failures])
+        return sorted(
+            [r["request_id"] for r in self.out.results]
+            + [f["request_id"] for f in self.out.failures]
+        )
 
 
 async def test_count_close_submit_poll_emit_end_to_end():
@@ -136,19 +173,31 @@ async def test_retryable_goes_back_with_next_attempt_then_dead_letters():
     h.provider.finish_all()
     await h.tick(2)
     last = h.out.failures[-1]
-    assert last["request_id"] == "req-1" and last["error_class"] == "retries_exhausted" and last["attempts"] == 2
+    assert (
+        last["request_id"] == "req-1"
+        and last["error_class"] == "retries_exhausted"
+        and last["attempts"] == 2
+    )
     assert last["source_topic"] == "inference.deferred"
 
 
-@pytest.mark.parametrize("state,error_class", [(BatchState.EXPIRED, "expired"), (BatchState.CANCELLED, "cancelled"),
-                                               (BatchState.FAILED, "batch_failed")])
+@pytest.mark.parametrize(
+    "state,error_class",
+    [
+        (BatchState.EXPIRED, "expired"),
+        (BatchState.CANCELLED, "cancelled"),
+        (BatchState.FAILED, "batch_failed"),
+    ],
+)
 async def test_unfinished_requests_of_a_bad_batch_follow_the_retry_rules(state, error_class):
     h = Harness(max_attempts=1)
     h.provider.final_state = state
     await h.feed(*[entry(i) for i in range(4)])
     await h.tick(21)
     first = next(iter(h.provider.batches.values()))["items"][0].custom_id
-    h.provider.omit = {item.custom_id for item in next(iter(h.provider.batches.values()))["items"]} - {first}
+    h.provider.omit = {
+        item.custom_id for item in next(iter(h.provider.batches.values()))["items"]
+    } - {first}
     h.provider.finish_all()
     await h.tick(2)
     if state is BatchState.FAILED:
@@ -166,7 +215,9 @@ async def test_a_batch_the_provider_refuses_to_create_dead_letters_as_provider_r
     await h.feed(*[entry(i) for i in range(3)])
     await h.tick(21)
     await h.tick(2)
-    assert [(r["request_id"], r["attempt"]) for r in h.out.retries] == [(f"req-{i}", 2) for i in range(3)]
+    assert [(r["request_id"], r["attempt"]) for r in h.out.retries] == [
+        (f"req-{i}", 2) for i in range(3)
+    ]
     await h.feed(*[entry(i, attempt=2) for i in range(3)])
     await h.tick(21)
     await h.tick(2)
@@ -270,7 +321,9 @@ async def test_an_outcome_that_cannot_be_built_dead_letters_that_request_only():
     h.out.result = bug_for_req_2
     await h.tick(5)
     assert sorted(r["request_id"] for r in h.out.results) == ["req-0", "req-1", "req-3"]
-    assert [(f["request_id"], f["error_class"]) for f in h.out.failures] == [("req-2", "internal_error")]
+    assert [(f["request_id"], f["error_class"]) for f in h.out.failures] == [
+        ("req-2", "internal_error")
+    ]
     assert "KeyError" in h.out.failures[0]["error_message"]
 
 
@@ -410,7 +463,9 @@ async def test_stuck_batch_is_cancelled_after_the_timeout_and_its_requests_retri
     h.settings.batch_timeout_s = 30
     await h.feed(*[entry(i) for i in range(10)])
     await h.tick()
-    h.provider.omit = {item.custom_id for item in h.provider.batches["batch_1"]["items"]}  # nothing finished
+    h.provider.omit = {
+        item.custom_id for item in h.provider.batches["batch_1"]["items"]
+    }  # nothing finished
     for _ in range(10):
         await h.tick(4)
     assert next(iter(h.provider.batches.values()))["state"] is BatchState.CANCELLED
@@ -427,9 +482,13 @@ async def test_reconcile_never_adopts_a_provider_batch_another_batch_owns():
     assert h.provider.submits == 2
     owned, lost = sorted(h.records(), key=lambda b: b.handle.batch_id)
     h.provider.batches.pop(lost.handle.batch_id)
-    h.ledger.put_batch(replace(lost, phase=BatchPhase.INTENT, handle=None))  # as if SUBMITTED never landed
+    h.ledger.put_batch(
+        replace(lost, phase=BatchPhase.INTENT, handle=None)
+    )  # as if SUBMITTED never landed
 
-    async def tagless_find(tag, **kw):  # a heuristic match (Anthropic has no tags) on the wrong batch
+    async def tagless_find(
+        tag, **kw
+    ):  # a heuristic match (Anthropic has no tags) on the wrong batch
         return BatchHandle("openai", owned.handle.batch_id, tag)
 
     h.provider.find = tagless_find
@@ -467,7 +526,9 @@ async def test_quota_retries_are_bounded_then_requests_follow_the_retry_rules():
         await h.tick(2)
         h.provider.finish_all()
     assert h.provider.submits == 2
-    assert len(h.out.failures) == 10 and {f["error_class"] for f in h.out.failures} == {"batch_failed"}
+    assert len(h.out.failures) == 10 and {f["error_class"] for f in h.out.failures} == {
+        "batch_failed"
+    }
     assert {f["error_code"] for f in h.out.failures} == {"token_limit_exceeded"}
 
 
@@ -490,7 +551,9 @@ async def test_mostly_failed_batch_is_reported_as_systemic(caplog):
 
 async def test_shards_of_one_model_batch_separately_under_the_real_model():
     h = Harness(min_batch=1, max_wait_s=1)
-    await h.feed(*[replace(entry(i), batch_key=BatchKey.parse(f"{KEY}|{i % 2 + 1}")) for i in range(4)])
+    await h.feed(
+        *[replace(entry(i), batch_key=BatchKey.parse(f"{KEY}|{i % 2 + 1}")) for i in range(4)]
+    )
     await h.tick(2)
     assert sorted(str(b.batch_key) for b in h.records()) == [f"{KEY}|1", f"{KEY}|2"]
     assert {b.batch_key.model for b in h.records()} == {"gpt-4o-mini"}
@@ -506,11 +569,15 @@ async def test_provider_rules_have_the_last_word_envelopes_included():
     h = Harness(min_batch=1, max_wait_s=1)
     body = entry(0).size
     # Three bodies fit the provider's byte limit, three bodies plus their envelopes do not.
-    h.provider.limits = ProviderLimits(1000, 3 * body + 2 * ENVELOPE_BYTES, True, 64, r"[a-zA-Z0-9_-]{1,64}")
+    h.provider.limits = ProviderLimits(
+        1000, 3 * body + 2 * ENVELOPE_BYTES, True, 64, r"[a-zA-Z0-9_-]{1,64}"
+    )
     await h.feed(entry(1), entry(2), entry(3))
     await h.tick(2)
     assert sorted(b.count for b in h.records()) == [1, 2]
-    h.provider.limits = ProviderLimits(1000, body + ENVELOPE_BYTES - 1, True, 64, r"[a-zA-Z0-9_-]{1,64}")
+    h.provider.limits = ProviderLimits(
+        1000, body + ENVELOPE_BYTES - 1, True, 64, r"[a-zA-Z0-9_-]{1,64}"
+    )
     await h.feed(entry(4))
     await h.tick(2)
     assert [(f["request_id"], f["error_class"]) for f in h.out.failures] == [("req-4", "oversize")]
@@ -525,7 +592,9 @@ async def test_a_member_the_table_no_longer_holds_in_flight_is_skipped_not_fatal
     h.provider.omit = {"req-4"}  # and one request has no result line
     h.provider.finish_all()
     await h.tick(5)
-    assert sorted(r["request_id"] for r in h.out.results) == sorted(f"req-{i}" for i in range(10) if i not in (3, 4))
+    assert sorted(r["request_id"] for r in h.out.results) == sorted(
+        f"req-{i}" for i in range(10) if i not in (3, 4)
+    )
     assert [r["request_id"] for r in h.out.retries] == ["req-4"]
     assert h.records()[0].phase is BatchPhase.EMITTED
 
@@ -541,7 +610,9 @@ async def test_a_quota_refusal_at_create_waits_for_the_quota_backoff():
     async def refuse_once(tag, items):
         if refusals["left"]:
             refusals["left"] -= 1
-            raise QuotaExceeded("enqueued token limit", provider="openai", status=429, code="token_limit_exceeded")
+            raise QuotaExceeded(
+                "enqueued token limit", provider="openai", status=429, code="token_limit_exceeded"
+            )
         return await original(tag, items)
 
     h.provider.submit = refuse_once
@@ -557,7 +628,8 @@ async def test_a_replayed_dead_letter_runs_again_once_and_only_after_its_first_r
     h.provider.kinds = {"t1": OutcomeKind.PERMANENT}
     await h.feed(entry(1))
     replay = PendingEntry.of_request(
-        dict(request(1), metadata={"batchbridge.replay_of": "inference.deadletter:0:7"}), ("inference.deferred", 0, 9)
+        dict(request(1), metadata={"batchbridge.replay_of": "inference.deadletter:0:7"}),
+        ("inference.deferred", 0, 9),
     )
     await h.feed(replay)  # the first run is still live: the replay is ignored
     await h.tick(2)

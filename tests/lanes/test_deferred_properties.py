@@ -63,7 +63,17 @@ class DeferredLaneMachine(RuleBasedStateMachine):
         self.run(self.h.tick(seconds))
         self._feed_retries()
 
-    @rule(state=st.sampled_from([BatchState.ENDED, BatchState.ENDED, BatchState.EXPIRED, BatchState.CANCELLED, BatchState.FAILED]))
+    @rule(
+        state=st.sampled_from(
+            [
+                BatchState.ENDED,
+                BatchState.ENDED,
+                BatchState.EXPIRED,
+                BatchState.CANCELLED,
+                BatchState.FAILED,
+            ]
+        )
+    )
     def provider_finishes(self, state):
         self.h.provider.final_state = state
         for batch in self.h.provider.batches.values():
@@ -85,7 +95,9 @@ class DeferredLaneMachine(RuleBasedStateMachine):
 
     @invariant()
     def never_two_outcomes_for_one_request(self):
-        ids = [r["request_id"] for r in self.h.out.results] + [f["request_id"] for f in self.h.out.failures]
+        ids = [r["request_id"] for r in self.h.out.results] + [
+            f["request_id"] for f in self.h.out.failures
+        ]
         assert len(ids) == len(set(ids)), Counter(ids).most_common(3)
 
     def teardown_check(self):
@@ -114,5 +126,8 @@ class CompletingMachine(DeferredLaneMachine):
 
 TestDeferredLaneInvariants = CompletingMachine.TestCase
 TestDeferredLaneInvariants.settings = settings(
-    max_examples=60, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=60,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
 )

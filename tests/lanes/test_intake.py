@@ -16,9 +16,18 @@ TOPIC = "inference.deferred"
 
 
 def request(**changes):
-    base = {"request_id": "r-1", "provider": "openai", "model": "gpt-4o-mini", "endpoint": "/v1/chat/completions",
-            "body": json.dumps({"messages": [{"role": "user", "content": "hi"}]}), "metadata": {}, "deadline": None,
-            "reply_topic": None, "attempt": 1, "created_at": 1}
+    base = {
+        "request_id": "r-1",
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "endpoint": "/v1/chat/completions",
+        "body": json.dumps({"messages": [{"role": "user", "content": "hi"}]}),
+        "metadata": {},
+        "deadline": None,
+        "reply_topic": None,
+        "attempt": 1,
+        "created_at": 1,
+    }
     return {**base, **changes}
 
 
@@ -87,14 +96,21 @@ def test_random_bytes_never_raise(raw):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(st.sampled_from(list(request())), st.none() | st.integers() | st.text(max_size=5) | st.booleans()))
+@given(
+    st.dictionaries(
+        st.sampled_from(list(request())),
+        st.none() | st.integers() | st.text(max_size=5) | st.booleans(),
+    )
+)
 def test_random_field_values_never_raise(changes):
     result = run(JsonCodec(), json.dumps(request(**changes)).encode())
     assert isinstance(result, Rejected | dict)
 
 
 def test_escaped_surrogate_pairs_are_valid_unicode():
-    body = json.dumps({"messages": [{"role": "user", "content": "\U0001f600 ok"}]}, ensure_ascii=True)
+    body = json.dumps(
+        {"messages": [{"role": "user", "content": "\U0001f600 ok"}]}, ensure_ascii=True
+    )
     assert "\\ud83d\\ude00" in body
     codec = AvroCodec()
     assert isinstance(run(codec, codec.encode(REQUEST, request(body=body), TOPIC)), dict)

@@ -22,14 +22,30 @@ KEY = BatchKey("openai", "gpt-4o-mini", "/v1/chat/completions")
 
 
 def request(rid: str = "r-1", body: str = '{"messages": []}', **kw):
-    return {"request_id": rid, "provider": "openai", "model": "gpt-4o-mini", "endpoint": "/v1/chat/completions",
-            "body": body, "metadata": {}, "deadline": None, "reply_topic": None, "attempt": 1,
-            "created_at": 1, **kw}
+    return {
+        "request_id": rid,
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "endpoint": "/v1/chat/completions",
+        "body": body,
+        "metadata": {},
+        "deadline": None,
+        "reply_topic": None,
+        "attempt": 1,
+        "created_at": 1,
+        **kw,
+    }
 
 
 def test_entry_of_request_takes_what_the_lane_needs():
     e = PendingEntry.of_request(request(attempt=2, deadline=99), ("in", 3, 17), shards_per_key=1)
-    assert (e.request_id, e.attempt, e.batch_key, e.deadline, e.source) == ("r-1", 2, KEY, 99, ("in", 3, 17))
+    assert (e.request_id, e.attempt, e.batch_key, e.deadline, e.source) == (
+        "r-1",
+        2,
+        KEY,
+        99,
+        ("in", 3, 17),
+    )
     assert e.size == len('{"messages": []}') and e.state is EntryState.QUEUED
 
 
@@ -45,7 +61,9 @@ def test_entry_size_counts_utf8_bytes_and_tolerates_lone_surrogates():
     state=st.sampled_from(list(EntryState)),
 )
 def test_entries_survive_the_table_round_trip(rid, attempt, deadline, state):
-    e = PendingEntry.of_request(request(rid, attempt=attempt, deadline=deadline), ("t", 0, 5)).queued(2, 1000)
+    e = PendingEntry.of_request(
+        request(rid, attempt=attempt, deadline=deadline), ("t", 0, 5)
+    ).queued(2, 1000)
     if state is EntryState.BATCHED:
         e = e.batched("bb-1", "cid-1")
     elif state is EntryState.DONE:
@@ -61,18 +79,56 @@ def test_done_marker_drops_the_request_body():
 
 
 def test_first_format_entries_are_migrated_on_read():
-    old = {"rid": "r-1", "attempt": 1, "key": str(KEY), "req": request(), "size": 16, "deadline": None,
-           "src": ["in", 0, 4], "p": 1, "state": "batched", "at": 55, "batch": "bb-9", "cid": "r-1"}
+    old = {
+        "rid": "r-1",
+        "attempt": 1,
+        "key": str(KEY),
+        "req": request(),
+        "size": 16,
+        "deadline": None,
+        "src": ["in", 0, 4],
+        "p": 1,
+        "state": "batched",
+        "at": 55,
+        "batch": "bb-9",
+        "cid": "r-1",
+    }
     e = PendingEntry.from_json(old)
     assert (e.partition, e.state, e.changed_at, e.batch_id, e.custom_id, e.source) == (
-        1, EntryState.BATCHED, 55, "bb-9", "r-1", ("in", 0, 4))
-    done = PendingEntry.from_json({"rid": "r-2", "attempt": 1, "key": str(KEY), "p": 0, "state": "done", "how": "result", "at": 7})
+        1,
+        EntryState.BATCHED,
+        55,
+        "bb-9",
+        "r-1",
+        ("in", 0, 4),
+    )
+    done = PendingEntry.from_json(
+        {
+            "rid": "r-2",
+            "attempt": 1,
+            "key": str(KEY),
+            "p": 0,
+            "state": "done",
+            "how": "result",
+            "at": 7,
+        }
+    )
     assert (done.state, done.outcome, done.changed_at) == (EntryState.DONE, "result", 7)
 
 
 def test_batch_records_round_trip_with_handles_and_keep_unknown_fields():
-    b = BatchRecord("bb-1", KEY, 0, BatchPhase.SUBMITTED, 3, 300, "count", 1, 2,
-                    handle=BatchHandle("openai", "batch_1", "bb-1", 5.0, {"input_file_id": "f"}))
+    b = BatchRecord(
+        "bb-1",
+        KEY,
+        0,
+        BatchPhase.SUBMITTED,
+        3,
+        300,
+        "count",
+        1,
+        2,
+        handle=BatchHandle("openai", "batch_1", "bb-1", 5.0, {"input_file_id": "f"}),
+    )
     value = json.loads(json.dumps(b.to_json()))
     assert value["provider"] == "openai" and value["model"] == "gpt-4o-mini"
     assert BatchRecord.from_json(value) == b
@@ -81,24 +137,52 @@ def test_batch_records_round_trip_with_handles_and_keep_unknown_fields():
 
 
 def test_first_format_batches_are_migrated_on_read():
-    old = {"id": "bb-1", "key": str(KEY), "provider": "openai", "model": "gpt-4o-mini", "endpoint": "/v1/chat/completions",
-           "p": 1, "state": "ENDED", "count": 2, "bytes": 20, "reason": "max_wait", "opened_at": 1, "closed_at": 2,
-           "handle": {"provider": "openai", "batch_id": "batch_1", "tag": "bb-1"}, "tag": "bb-1-q1", "quota_retries": 1}
+    old = {
+        "id": "bb-1",
+        "key": str(KEY),
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "endpoint": "/v1/chat/completions",
+        "p": 1,
+        "state": "ENDED",
+        "count": 2,
+        "bytes": 20,
+        "reason": "max_wait",
+        "opened_at": 1,
+        "closed_at": 2,
+        "handle": {"provider": "openai", "batch_id": "batch_1", "tag": "bb-1"},
+        "tag": "bb-1-q1",
+        "quota_retries": 1,
+    }
     b = BatchRecord.from_json(old)
-    assert (b.batch_id, b.partition, b.phase, b.close_reason, b.current_tag) == ("bb-1", 1, BatchPhase.ENDED, "max_wait", "bb-1-q1")
+    assert (b.batch_id, b.partition, b.phase, b.close_reason, b.current_tag) == (
+        "bb-1",
+        1,
+        BatchPhase.ENDED,
+        "max_wait",
+        "bb-1-q1",
+    )
     assert b.handle == BatchHandle("openai", "batch_1", "bb-1")
     assert not b.extra
 
 
 def test_phases_after_the_provider_and_which_have_ended():
     assert BatchPhase.after_provider(BatchState.EXPIRED) is BatchPhase.EXPIRED
-    assert {p for p in BatchPhase if p.has_ended} == {BatchPhase.ENDED, BatchPhase.FAILED, BatchPhase.EXPIRED, BatchPhase.CANCELLED}
+    assert {p for p in BatchPhase if p.has_ended} == {
+        BatchPhase.ENDED,
+        BatchPhase.FAILED,
+        BatchPhase.EXPIRED,
+        BatchPhase.CANCELLED,
+    }
 
 
 def test_work_events_round_trip_and_read_the_first_format():
     e = PendingEntry.of_request(request(), ("t", 0, 1))
     f = PendingEntry.of_request(request("r-2"), ("t", 0, 2))
-    assert WorkEvent.from_json(json.loads(json.dumps(WorkEvent((e, f)).to_json()))).entries == (e, f)
+    assert WorkEvent.from_json(json.loads(json.dumps(WorkEvent((e, f)).to_json()))).entries == (
+        e,
+        f,
+    )
     assert WorkEvent.from_json(WorkEvent().to_json()).is_tick
     assert WorkEvent.from_json({"t": "req", "entry": e.to_json()}).entries == (e,)
 

@@ -30,7 +30,9 @@ class RecordingProducer:
 def outputs(limits=None, **settings):
     producer = RecordingProducer()
     app = SimpleNamespace(producer=producer)
-    out = Outputs(app, Settings(reply_topic_allowlist=["team.replies"], **settings), AvroCodec(), limits)
+    out = Outputs(
+        app, Settings(reply_topic_allowlist=["team.replies"], **settings), AvroCodec(), limits
+    )
     return out, producer
 
 
@@ -58,14 +60,25 @@ async def test_a_record_over_its_topic_limit_is_refused_before_it_is_sent():
 
 async def test_a_dead_letter_is_cut_to_fit_its_topic_with_connect_headers():
     out, producer = outputs({"inference.deadletter": 20_000}, app_id="bb-test")
-    failure = records.failure_record(error_class="provider_rejected", message="m", now=1,
-                                     request=request(body='{"a": "' + "x" * 100_000 + '"}'), source=("in", 1, 2))
+    failure = records.failure_record(
+        error_class="provider_rejected",
+        message="m",
+        now=1,
+        request=request(body='{"a": "' + "x" * 100_000 + '"}'),
+        source=("in", 1, 2),
+    )
     await out.failure(failure)
     (topic, key, value, headers) = producer.sent[0]
-    assert topic == "inference.deadletter" and len(value) + sum(len(k) + len(v) for k, v in headers.items()) < 20_000
+    assert (
+        topic == "inference.deadletter"
+        and len(value) + sum(len(k) + len(v) for k, v in headers.items()) < 20_000
+    )
     decoded = AvroCodec().decode(schemas.FAILURE, value, topic)
     assert decoded["truncated"] == ["request.body"]
-    assert headers["__connect.errors.connector.name"] == b"bb-test" and headers["error_class"] == b"provider_rejected"
+    assert (
+        headers["__connect.errors.connector.name"] == b"bb-test"
+        and headers["error_class"] == b"provider_rejected"
+    )
     assert "ce_id" not in headers
 
 
@@ -73,7 +86,9 @@ async def test_cloudevents_headers_when_asked():
     out, producer = outputs(cloudevents=True, app_id="bb")
     await out.result(result(emitted_at=0))
     headers = producer.sent[0][3]
-    assert headers["ce_id"] == b"r-1" and headers["ce_type"] == b"io.batchbridge.inference.result.v1"
+    assert (
+        headers["ce_id"] == b"r-1" and headers["ce_type"] == b"io.batchbridge.inference.result.v1"
+    )
     assert headers["ce_source"] == b"/batchbridge/bb"
 
 

@@ -29,8 +29,13 @@ class ScriptedProvider(FakeProvider):
         kind = self.script.pop(0) if self.script else OutcomeKind.SUCCEEDED
         if kind is OutcomeKind.SUCCEEDED:
             return Outcome(item.custom_id, kind, body={"ok": True}, usage=Usage(100, 10))
-        return Outcome(item.custom_id, kind, error_code=f"code_{kind.value}", error_message="nope",
-                       retry_after=self.retry_after)
+        return Outcome(
+            item.custom_id,
+            kind,
+            error_code=f"code_{kind.value}",
+            error_message="nope",
+            retry_after=self.retry_after,
+        )
 
 
 def lane(provider, out=None, attempts=3):
@@ -40,7 +45,14 @@ def lane(provider, out=None, attempts=3):
         sleeps.append(seconds)
 
     settings = Settings(batching=BatchingSettings(max_attempts=attempts))
-    lane = RealtimeLane(settings, {"openai": provider}, out or FakeOutputs(), PriceTable.load(), clock=Clock(), sleep=sleep)
+    lane = RealtimeLane(
+        settings,
+        {"openai": provider},
+        out or FakeOutputs(),
+        PriceTable.load(),
+        clock=Clock(),
+        sleep=sleep,
+    )
     return lane, sleeps
 
 
@@ -66,8 +78,14 @@ async def test_attempts_run_out_into_a_retries_exhausted_dead_letter_with_the_so
     rt, _ = lane(ScriptedProvider(*[OutcomeKind.RETRYABLE] * 5), out, attempts=2)
     await rt.handle(request(), ("inference.realtime", 3, 9))
     (failure,) = out.failures
-    assert failure["error_class"] == "retries_exhausted" and failure["error_code"] == "code_retryable"
-    assert (failure["source_topic"], failure["source_partition"], failure["source_offset"]) == ("inference.realtime", 3, 9)
+    assert (
+        failure["error_class"] == "retries_exhausted" and failure["error_code"] == "code_retryable"
+    )
+    assert (failure["source_topic"], failure["source_partition"], failure["source_offset"]) == (
+        "inference.realtime",
+        3,
+        9,
+    )
 
 
 async def test_a_permanent_failure_is_provider_rejected_at_once():

@@ -17,7 +17,11 @@ TOPIC = "inference.deadletter"
 
 def failure(**changes):
     base = records.failure_record(
-        error_class="provider_rejected", message="bad", now=1, request=request(), error_code="x",
+        error_class="provider_rejected",
+        message="bad",
+        now=1,
+        request=request(),
+        error_code="x",
         source=("inference.deferred", 2, 17),
     )
     return {**base, **changes}
@@ -29,7 +33,10 @@ def test_deadletter_headers_use_kafka_connect_names_and_carry_the_class():
     assert headers["__connect.errors.partition"] == b"2"
     assert headers["__connect.errors.offset"] == b"17"
     assert headers["__connect.errors.connector.name"] == b"bb-prod"
-    assert headers["__connect.errors.exception.class.name"] == b"io.batchbridge.errors.ProviderRejected"
+    assert (
+        headers["__connect.errors.exception.class.name"]
+        == b"io.batchbridge.errors.ProviderRejected"
+    )
     assert headers["__connect.errors.exception.message"] == b"bad"
     assert headers["__connect.errors.stage"] == b"TASK_PUT"
     assert headers["error_class"] == b"provider_rejected" and headers["error_code"] == b"x"
@@ -41,10 +48,17 @@ def test_undecodable_input_is_a_converter_error_in_connect_terms():
 
 
 def test_cloudevent_headers_are_binary_mode_attributes():
-    headers = dict(records.cloudevent_headers(kind="result", request_id="r-1", source="/batchbridge/bb", now_ms=0))
+    headers = dict(
+        records.cloudevent_headers(
+            kind="result", request_id="r-1", source="/batchbridge/bb", now_ms=0
+        )
+    )
     assert headers == {
-        "ce_specversion": b"1.0", "ce_id": b"r-1", "ce_source": b"/batchbridge/bb",
-        "ce_type": b"io.batchbridge.inference.result.v1", "ce_time": b"1970-01-01T00:00:00.000Z",
+        "ce_specversion": b"1.0",
+        "ce_id": b"r-1",
+        "ce_source": b"/batchbridge/bb",
+        "ce_type": b"io.batchbridge.inference.result.v1",
+        "ce_time": b"1970-01-01T00:00:00.000Z",
     }
 
 
@@ -56,11 +70,16 @@ def test_a_dead_letter_that_fits_is_left_alone():
     record = failure()
     fitted, data = records.fit_failure(record, encoder(AvroCodec()), 1_000_000)
     assert fitted == record and "truncated" not in fitted
-    assert AvroCodec().decode(schemas.FAILURE, data, TOPIC)["request"]["body"] == record["request"]["body"]
+    assert (
+        AvroCodec().decode(schemas.FAILURE, data, TOPIC)["request"]["body"]
+        == record["request"]["body"]
+    )
 
 
 def test_a_huge_body_is_cut_to_fit_and_said_so():
-    record = failure(request=request(body=json.dumps({"x": "y" * 200_000})), error_message="m" * 10_000)
+    record = failure(
+        request=request(body=json.dumps({"x": "y" * 200_000})), error_message="m" * 10_000
+    )
     fitted, data = records.fit_failure(record, encoder(AvroCodec()), 50_000)
     assert len(data) <= 50_000
     assert fitted["truncated"] == ["error_message", "request.body"]
@@ -83,7 +102,9 @@ def test_invalid_unicode_is_replaced_not_fatal():
     json_codec=st.booleans(),
 )
 def test_every_dead_letter_fits_whatever_its_size(body, raw, meta, limit, json_codec):
-    req = request(body=json.dumps({"t": "é" * body}), metadata={f"k{i}": "v" * 50 for i in range(meta)})
+    req = request(
+        body=json.dumps({"t": "é" * body}), metadata={f"k{i}": "v" * 50 for i in range(meta)}
+    )
     record = failure(request=req, raw_value=b"\x00" * raw)
     codec = JsonCodec() if json_codec else AvroCodec()
     _, data = records.fit_failure(record, encoder(codec), limit)

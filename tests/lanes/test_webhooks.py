@@ -9,8 +9,15 @@ SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode
 
 
 def delivery(event_type="batch.completed", batch_id="batch_1", webhook_id="wh_1", secret=SECRET):
-    body = json.dumps({"id": "evt_1", "object": "event", "type": event_type, "created_at": int(time.time()),
-                       "data": {"id": batch_id}})
+    body = json.dumps(
+        {
+            "id": "evt_1",
+            "object": "event",
+            "type": event_type,
+            "created_at": int(time.time()),
+            "data": {"id": batch_id},
+        }
+    )
     return body.encode(), signed_headers(secret, webhook_id, int(time.time()), body)
 
 
@@ -34,7 +41,9 @@ def test_signed_batch_event_triggers_a_poll_once_per_webhook_id():
 
 def test_forged_or_unsigned_deliveries_are_rejected():
     r, poked = receiver()
-    body, headers = delivery(secret="whsec_" + base64.b64encode(b"another secret entirely!!").decode())
+    body, headers = delivery(
+        secret="whsec_" + base64.b64encode(b"another secret entirely!!").decode()
+    )
     assert r.handle(body, headers)[0] == 400
     body, headers = delivery()
     headers.pop("webhook-signature")
@@ -47,5 +56,8 @@ def test_forged_or_unsigned_deliveries_are_rejected():
 def test_unknown_batches_and_other_events_are_acknowledged_without_effect():
     r, poked = receiver()
     assert r.handle(*delivery(batch_id="batch_other", webhook_id="wh_2")) == (200, "unknown batch")
-    assert r.handle(*delivery(event_type="response.completed", webhook_id="wh_3")) == (200, "ignored")
+    assert r.handle(*delivery(event_type="response.completed", webhook_id="wh_3")) == (
+        200,
+        "ignored",
+    )
     assert poked == ["batch_other"]
