@@ -25,8 +25,11 @@ FAULTS_SEEDS ?= 3
 faults: venv
 	FAULTS_MATRIX=full FAULTS_SEEDS=$(FAULTS_SEEDS) $(BIN)/pytest -q tests/faults
 
+# Style, formatting and types; CI runs it before the tests.
 lint: venv
 	$(BIN)/ruff check connector tests benchmarks
+	$(BIN)/ruff format --check connector tests benchmarks
+	$(BIN)/mypy connector
 
 bench: venv
 	@set -e; for f in benchmarks/bench_*.py; do \
