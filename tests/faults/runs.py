@@ -13,6 +13,7 @@ from typing import Any
 
 from connector.client import RequestProducer
 from connector.emulator import Emulator
+from connector.lanes.ledger import BatchRecord
 from connector.testing.accounting import Account, Expected, OutcomeEvent
 from connector.testing.pipeline import OutcomeReader, Pipeline, wait_until
 from connector.testing.report import FaultTable
@@ -184,7 +185,9 @@ class FaultRun:
     def batch_states(self) -> list[str]:
         """The state of every batch in the worker's ``batches`` table (from its changelog)."""
         return [
-            b.get("state", "?") for b in self.pipe.table("batches").values() if isinstance(b, dict)
+            BatchRecord.from_json(b).phase.value
+            for b in self.pipe.table("batches").values()
+            if isinstance(b, dict)
         ]
 
     def wait_for(self, predicate: Callable[[], Any], what: str, timeout: float = 90) -> None:
