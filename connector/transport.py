@@ -12,15 +12,16 @@ batch hid the problem at a large cost in throughput.
 This transport keeps the producer batching and fixes the reading side instead: when
 recovery asks for the end offsets of changelog partitions, it fetches once from the
 reported end - 1 with a throwaway consumer; the fetch response's high watermark is the
-true end. Real Kafka reports exact end offsets, so the worker verifies them only against
+true end. It waits for that answer however long it takes (a 10 s limit on a busy
+machine once let recovery stop short and a fail-over submit its batches again). Real Kafka reports exact end offsets, so the worker verifies them only against
 tansu (``BATCHBRIDGE_KAFKA__VERIFY_END_OFFSETS``, detected by default).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
+from time import monotonic
 from typing import Any, cast
 
 from aiokafka import TopicPartition
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 SCHEME = "kafka-batchbridge"
 VERIFIED_SCHEME = "kafka-batchbridge-verified-ends"
-PROBE_TIMEOUT_S = 10.0
+PROBE_WARN_S = 10.0
 
 
 class VerifiedEndsConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -57,10 +58,18 @@ class VerifiedEndsConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             for tp, end in probe.items():
                 consumer.seek(targets[tp], end - 1)
             answered: set[TP] = set()
-            give_up = time.monotonic() + PROBE_TIMEOUT_S
-            while len(answered) < len(probe) and time.monotonic() < give_up:
+            warn_at = monotonic() + PROBE_WARN_S
+            # Never recover to an unverified end: it is short by up to a whole produce
+            # batch of table writes. A probe that never answers is a recovery that makes no
+            # progress, and the recovery watchdog (RECOVERY_STALL_S) restarts the worker.
+            while len(answered) < len(probe):
                 fetched = await consumer.getmany(timeout_ms=500)
                 answered |= {tp for tp in probe if fetched.get(targets[tp])}
+                if monotonic() >= warn_at and len(answered) < len(probe):
+                    log.warning(
+                        "still verifying the end offsets of %s", sorted(set(probe) - answered)
+                    )
+                    warn_at = monotonic() + PROBE_WARN_S
             for tp, target in targets.items():
                 true_end = consumer.highwater(target)
                 if true_end is not None and true_end > ends[tp]:
@@ -72,10 +81,6 @@ class VerifiedEndsConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
                         ends[tp],
                     )
                     ends[tp] = true_end
-            if len(answered) < len(probe):
-                log.warning(
-                    "end offsets of %s could not be verified", sorted(set(probe) - answered)
-                )
         finally:
             await consumer.stop()
         return ends

@@ -1,12 +1,61 @@
-"""The connector's Faust transport: what it refuses to commit."""
+"""The connector's Faust transport: what it refuses to commit, and verified end offsets."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
-from connector.transport import Consumer
+from faust.types import TP
+
+from connector import transport
+from connector.transport import Consumer, VerifiedEndsConsumerThread
 
 
 def test_the_consumer_never_acknowledges_a_message_no_stream_processed():
     skipped = SimpleNamespace(tracked=False, acked=False)
     assert Consumer.ack(SimpleNamespace(), skipped) is False and not skipped.acked
+
+
+class SlowProbe:
+    """A probe consumer whose fetches come back empty ``silent`` times before they answer."""
+
+    def __init__(self, true_ends: dict[tuple[str, int], int], silent: int) -> None:
+        self.now = 0.0  # the clock the transport reads; each fetch window moves it on
+        self.true_ends = true_ends
+        self.silent = silent
+        self.seeks: dict[tuple[str, int], int] = {}
+        self.fetches = 0
+        self.stopped = False
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def assign(self, partitions: list) -> None:
+        self.assigned = partitions
+
+    def seek(self, tp, offset: int) -> None:
+        self.seeks[(tp.topic, tp.partition)] = offset
+
+    async def getmany(self, timeout_ms: int) -> dict:
+        self.fetches += 1
+        self.now += timeout_ms / 1000
+        if self.fetches <= self.silent:
+            return {}
+        return {tp: ["record"] for tp in self.assigned}
+
+    def highwater(self, tp) -> int | None:
+        return self.true_ends[(tp.topic, tp.partition)] if self.fetches > self.silent else None
+
+
+async def test_end_offsets_are_verified_however_long_the_probe_takes(monkeypatch):
+    probe = SlowProbe({("c", 0): 25, ("c", 1): 3}, silent=240)  # 2 minutes of empty fetches
+    monkeypatch.setattr(transport, "monotonic", lambda: probe.now)
+    thread = SimpleNamespace(transport=None, _create_client_consumer=lambda _: probe)
+    # tansu reports the base offset of the last record batch + 1; partition 2 is empty.
+    reported = {TP("c", 0): 1, TP("c", 1): 3, TP("c", 2): 0}
+    ends = await VerifiedEndsConsumerThread._true_ends(thread, reported)
+    assert ends == {TP("c", 0): 25, TP("c", 1): 3, TP("c", 2): 0}
+    assert probe.seeks == {("c", 0): 0, ("c", 1): 2} and probe.stopped
+    assert probe.fetches == 241  # it waited for the answer instead of using the short end
