@@ -55,8 +55,6 @@ ENDPOINT = "/v1/messages"
 # list() is newest first; a batch created this long before ``created_after`` still counts,
 # to absorb clock skew between this host and the provider.
 FIND_CLOCK_SLACK_S = 60.0
-# How long to wait before looking again while a candidate batch has not ended.
-RECONCILE_RETRY_S = 60.0
 
 
 def request_params(item: BatchItem) -> dict[str, Any]:
@@ -274,7 +272,6 @@ class AnthropicBatchProvider(Provider):
                 f"tag {tag}: candidate batches {pending} have not ended; their results will "
                 "show whether one of them is this batch",
                 provider=self.name,
-                retry_after=RECONCILE_RETRY_S,
             )
         return None
 

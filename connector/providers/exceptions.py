@@ -61,8 +61,9 @@ class ReconcilePending(ProviderUnavailable):
     """``find`` cannot tell yet whether the batch exists: a candidate has not ended.
 
     Anthropic batches carry no tag; a candidate is proven to be the batch only by its
-    results, which are readable once it has ended. Wait ``retry_after`` and call ``find``
-    again; never submit while this is raised.
+    results, which are readable once it has ended. Call ``find`` again on the schedule a
+    batch in flight is polled on (it carries no ``retry_after``); never submit while this
+    is raised.
     """
 
 
