@@ -36,6 +36,7 @@ from connector.pricing import PriceTable
 from connector.providers.registry import build_providers, endpoints_of
 from connector.serde import build_codec
 from connector.statedir import claim as claim_state_dir
+from connector.transport import finish
 from connector.transport import register as register_transport
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,8 @@ def _register_agents(app: faust.App, worker: _Worker) -> None:
     async def ingest(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.stream_buffer, within=INTAKE_LINGER_S):  # type: ignore[attr-defined]
             await worker.intake.forward(events)
+            for event in events:
+                finish(event.message)
             await worker.throttle.check()
 
     @app.agent(worker.work, name="work")

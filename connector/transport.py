@@ -1,6 +1,6 @@
 """Faust's aiokafka transport, corrected where it loses messages.
 
-Two corrections: a consumer that never commits a message no stream processed (see
+Two corrections: a consumer that commits only messages an agent finished (see
 :class:`Consumer`), and, for tansu, end offsets verified during recovery.
 
 tansu (the embedded broker) answers ListOffsets with the base offset of a partition's last
@@ -19,10 +19,12 @@ tansu (``BATCHBRIDGE_KAFKA__VERIFY_END_OFFSETS``, detected by default).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from time import monotonic
 from typing import Any, cast
+from weakref import WeakSet
 
 from aiokafka import TopicPartition
 from faust.transport.drivers import TRANSPORTS
@@ -86,21 +88,41 @@ class VerifiedEndsConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return ends
 
 
-class Consumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer that never commits a message no stream processed.
+_FINISHED: WeakSet[Any] = WeakSet()
 
-    When a rebalance begins (flow control stops) or a newer generation is assigned, Faust's
-    stream skips the messages already in its buffer, and acknowledges them so that lag does
-    not grow. Their offsets are then committed, and if the partition stays with this worker
-    those messages are never read again: a request produced just before a rebalance (a
-    worker killed, a worker joining) silently vanished. A message a stream processes is
-    tracked first; a skipped one never is. So an untracked message is not acknowledged here:
-    after the rebalance Faust seeks to the committed offset and it is read again.
+
+def finish(message: Any) -> None:
+    """Mark a consumed message as processed to the end: only then may it be acknowledged.
+
+    Every agent calls this once it is done with a message (its outcome delivered, its table
+    writes made). Objects that are no Faust message (test doubles) are ignored.
+    """
+    with contextlib.suppress(TypeError):
+        _FINISHED.add(message)
+
+
+class Consumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer that commits only messages an agent finished.
+
+    Faust acknowledges a message in places where its processing did not happen or did not
+    end, and its offset is then committed, so the message is never read again:
+
+    - When a rebalance begins (flow control stops) or a newer generation is assigned, the
+      stream skips the messages already in its buffer and acknowledges them so that lag does
+      not grow. A request produced just before a rebalance silently vanished.
+    - When an agent is cancelled mid-message (the worker stopping, a rebalance), the stream
+      acknowledges the message in a ``finally``; ``take_events`` acknowledges its whole
+      buffer. A request read by intake but not yet forwarded when SIGTERM arrived was lost.
+
+    So a message is acknowledged here only after its agent called :func:`finish`; any other
+    stays unacknowledged, and the next owner of its partition reads it again (every lane
+    ignores a request it has already seen).
     """
 
     def ack(self, message: Any) -> bool:
-        if not message.tracked:
+        if not message.tracked or message not in _FINISHED:
             return False
+        _FINISHED.discard(message)
         return bool(super().ack(message))
 
 

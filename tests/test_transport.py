@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from faust.types.tuples import Message
 
 from connector import transport
-from connector.transport import Consumer, VerifiedEndsConsumerThread
+from connector.transport import Consumer, VerifiedEndsConsumerThread, finish
 
 
 def test_the_consumer_never_acknowledges_a_message_no_stream_processed():
@@ -59,3 +61,27 @@ async def test_end_offsets_are_verified_however_long_the_probe_takes(monkeypatch
     assert ends == {TP("c", 0): 25, TP("c", 1): 3, TP("c", 2): 0}
     assert probe.seeks == {("c", 0): 0, ("c", 1): 2} and probe.stopped
     assert probe.fetches == 241  # it waited for the answer instead of using the short end
+
+
+def _message(offset: int) -> Message:
+    message = Message("t", 0, offset, 0.0, 0, [], None, b"v", None)
+    message.tracked = True  # a stream took it
+    return message
+
+
+def test_only_a_message_its_agent_finished_is_acknowledged(monkeypatch):
+    acked: list[int] = []
+    monkeypatch.setattr(
+        faust_aiokafka.Consumer, "ack", lambda self, m: acked.append(m.offset) or True
+    )
+    consumer = Consumer.__new__(Consumer)  # ack needs none of the consumer's state
+    cancelled, done = _message(1), _message(2)
+    finish(done)
+    # A stream acknowledges in a finally, also when its agent was cancelled mid-message.
+    assert consumer.ack(cancelled) is False
+    assert consumer.ack(done) is True and acked == [2]
+    assert consumer.ack(done) is False  # finished once, acknowledged once
+
+
+def test_finish_ignores_what_is_no_message():
+    finish(SimpleNamespace())  # test doubles of events carry plain objects

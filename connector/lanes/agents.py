@@ -31,6 +31,7 @@ from connector.lanes.outputs import Outputs, deliver_all
 from connector.lanes.realtime import RealtimeLane
 from connector.model import BatchKey
 from connector.serde import Codec
+from connector.transport import finish
 
 log = logging.getLogger(__name__)
 
@@ -180,18 +181,23 @@ class Intake:
         async for event in events:
             source = _source(event)
             request = admit(self.codec, event.value, source[0], self.allow, {}, self.endpoints)
-            if isinstance(request, Rejected):
-                await deliver_all([self.rejection(request, source)], "dead letters")
-                continue
-            metrics.labelled(metrics.REQUESTS_IN, "realtime").inc()
-            try:
-                await self.realtime.handle(request, source)
-            except Exception as exc:  # noqa: BLE001 - this request's problem, not the agent's
-                log.exception("realtime %s failed", request.get("request_id"))
-                rejected = Rejected(
-                    records.INTERNAL_ERROR, records.exception_message(exc), request, None
-                )
-                await deliver_all([self.rejection(rejected, source)], "dead letters")
+            await self._answer(request, source)
+            finish(event.message)
+
+    async def _answer(self, request: dict[str, Any] | Rejected, source: Source) -> None:
+        """One realtime record's outcome, delivered."""
+        if isinstance(request, Rejected):
+            await deliver_all([self.rejection(request, source)], "dead letters")
+            return
+        metrics.labelled(metrics.REQUESTS_IN, "realtime").inc()
+        try:
+            await self.realtime.handle(request, source)
+        except Exception as exc:  # noqa: BLE001 - this request's problem, not the agent's
+            log.exception("realtime %s failed", request.get("request_id"))
+            rejected = Rejected(
+                records.INTERNAL_ERROR, records.exception_message(exc), request, None
+            )
+            await deliver_all([self.rejection(rejected, source)], "dead letters")
 
 
 def _chunks(entries: list[tuple[PendingEntry, int]], limit: int) -> list[list[PendingEntry]]:
@@ -228,6 +234,7 @@ class WorkLoop:
                 await self.handle(WorkEvent.from_json(event.value), partition)
             except Exception:  # noqa: BLE001 - the state is in the tables; the next tick goes on
                 log.exception("work partition %d: event failed", partition)
+            finish(event.message)
 
     async def handle(self, work: WorkEvent, partition: int) -> None:
         """One work event: admit its requests, or do the partition's periodic work."""

@@ -410,16 +410,11 @@ class BatchMachine:
                 )
                 return
             except QuotaExceeded as exc:
-                # Refused before it existed: wait for the quota like a quota-failed batch.
-                log.warning(
-                    "batch %s: %s; trying again in %.0fs",
-                    batch.batch_id,
-                    exc,
-                    self.cfg.quota_backoff_s,
-                )
-                self._backoff[batch.batch_id] = Backoff(
-                    due_ms=self.clock() + int(self.cfg.quota_backoff_s * 1000)
-                )
+                # Refused before it existed: wait for the quota like a quota-failed batch,
+                # or for as long as the provider asked (Retry-After), if it said.
+                wait_s = self.cfg.quota_backoff_s if exc.retry_after is None else exc.retry_after
+                log.warning("batch %s: %s; trying again in %.0fs", batch.batch_id, exc, wait_s)
+                self._backoff[batch.batch_id] = Backoff(due_ms=self.clock() + int(wait_s * 1000))
                 return
         self._fresh.discard(batch.batch_id)
         await self.set_phase(

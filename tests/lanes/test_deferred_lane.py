@@ -599,7 +599,10 @@ async def test_a_member_the_table_no_longer_holds_in_flight_is_skipped_not_fatal
     assert h.records()[0].phase is BatchPhase.EMITTED
 
 
-async def test_a_quota_refusal_at_create_waits_for_the_quota_backoff():
+@pytest.mark.parametrize("retry_after,first_try_s", [(None, 60), (5.0, 5)])
+async def test_a_quota_refusal_at_create_waits_for_the_quota_backoff_or_its_retry_after(
+    retry_after, first_try_s
+):
     from connector.providers.exceptions import QuotaExceeded
 
     h = Harness(quota_backoff_s=60)
@@ -611,15 +614,19 @@ async def test_a_quota_refusal_at_create_waits_for_the_quota_backoff():
         if refusals["left"]:
             refusals["left"] -= 1
             raise QuotaExceeded(
-                "enqueued token limit", provider="openai", status=429, code="token_limit_exceeded"
+                "enqueued token limit",
+                provider="openai",
+                status=429,
+                code="token_limit_exceeded",
+                retry_after=retry_after,
             )
         return await original(tag, items)
 
     h.provider.submit = refuse_once
     await h.tick()
-    await h.tick(30)
+    await h.tick(first_try_s - 1)
     assert h.provider.submits == 0  # still waiting for the quota
-    await h.tick(31)
+    await h.tick(2)
     assert h.provider.submits == 1 and h.records()[0].phase is BatchPhase.SUBMITTED
 
 
