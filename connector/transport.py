@@ -1,7 +1,8 @@
 """Faust's aiokafka transport, corrected where it loses messages.
 
-Two corrections: a consumer that commits only messages an agent finished (see
-:class:`Consumer`), and, for tansu, end offsets verified during recovery.
+Three corrections: a consumer that commits only messages an agent finished (see
+:class:`Consumer`), a producer whose flush really empties its buffer (see
+:class:`DrainingBuffer`), and, for tansu, end offsets verified during recovery.
 
 tansu (the embedded broker) answers ListOffsets with the base offset of a partition's last
 record batch + 1, not the offset after its last record. Faust's table recovery reads a
@@ -13,12 +14,14 @@ This transport keeps the producer batching and fixes the reading side instead: w
 recovery asks for the end offsets of changelog partitions, it fetches once from the
 reported end - 1 with a throwaway consumer; the fetch response's high watermark is the
 true end. It waits for that answer however long it takes (a 10 s limit on a busy
-machine once let recovery stop short and a fail-over submit its batches again). Real Kafka reports exact end offsets, so the worker verifies them only against
-tansu (``BATCHBRIDGE_KAFKA__VERIFY_END_OFFSETS``, detected by default).
+machine once let recovery stop short and a fail-over submit its batches again). Real
+Kafka reports exact end offsets, so the worker verifies them only against tansu
+(``BATCHBRIDGE_KAFKA__VERIFY_END_OFFSETS``, detected by default).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
@@ -29,6 +32,7 @@ from weakref import WeakSet
 from aiokafka import TopicPartition
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 
 log = logging.getLogger(__name__)
@@ -36,6 +40,7 @@ log = logging.getLogger(__name__)
 SCHEME = "kafka-batchbridge"
 VERIFIED_SCHEME = "kafka-batchbridge-verified-ends"
 PROBE_WARN_S = 10.0
+FLUSH_WAIT_S = 1.0
 
 
 class VerifiedEndsConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -133,10 +138,61 @@ class VerifiedEndsConsumer(Consumer):
         return VerifiedEndsConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
+class DrainingBuffer(ProducerBuffer):
+    """Faust's producer buffer whose full flush returns only once it is empty.
+
+    Table writes wait in this buffer until its task hands them to aiokafka. Faust's flush
+    gives up after 0.1 s without a message sent, and a busy event loop easily goes that
+    long; the consumer flushes before it commits offsets, so it then committed the input of
+    table writes still in the buffer, and a ``kill -9`` lost them (requests read, never
+    admitted). The INTENT write, flushed before a batch is submitted, could likewise be
+    missing after a crash. Here a full flush waits for the buffer to be empty and for the
+    message being handed over, as long as the producer runs.
+    """
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.sending = 0
+
+    async def _send_pending(self, fut: Any) -> None:
+        self.sending += 1
+        try:
+            await super()._send_pending(fut)
+        finally:
+            self.sending -= 1
+
+    async def flush_atmost(self, max_messages: int | None) -> int:
+        if max_messages is not None or self.state != "running":
+            return int(await super().flush_atmost(max_messages))
+        flushed = 0
+        while (self.size or self.sending) and self.state == "running":
+            self.message_sent.clear()
+            try:
+                await asyncio.wait_for(self.message_sent.wait(), timeout=FLUSH_WAIT_S)
+                flushed += 1
+            except TimeoutError:
+                log.debug("producer buffer: %d messages still to send", self.size)
+        return flushed
+
+
+class Producer(faust_aiokafka.Producer):
+    """Faust's aiokafka producer with the buffer above."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        faust_buffer = cast(ProducerBuffer, self.buffer)
+        buffer = DrainingBuffer(loop=self.loop, beacon=self.beacon)
+        buffer.app = faust_buffer.app
+        if hasattr(faust_buffer, "threaded_producer"):
+            buffer.threaded_producer = faust_buffer.threaded_producer
+        self.buffer = buffer
+
+
 class Transport(faust_aiokafka.Transport):
-    """Faust's aiokafka transport whose consumer commits only processed messages."""
+    """Faust's aiokafka transport: commits only processed messages, flushes fully."""
 
     Consumer = Consumer
+    Producer = Producer
 
 
 class VerifiedEndsTransport(Transport):

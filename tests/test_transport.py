@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -9,7 +10,7 @@ from faust.types import TP
 from faust.types.tuples import Message
 
 from connector import transport
-from connector.transport import Consumer, VerifiedEndsConsumerThread, finish
+from connector.transport import Consumer, DrainingBuffer, VerifiedEndsConsumerThread, finish
 
 
 def test_the_consumer_never_acknowledges_a_message_no_stream_processed():
@@ -85,3 +86,29 @@ def test_only_a_message_its_agent_finished_is_acknowledged(monkeypatch):
 
 def test_finish_ignores_what_is_no_message():
     finish(SimpleNamespace())  # test doubles of events carry plain objects
+
+
+class SlowChannel:
+    """A channel that takes longer to publish a message than Faust's flush waits."""
+
+    def __init__(self) -> None:
+        self.published: list[int] = []
+
+    async def publish_message(self, fut, wait: bool = False) -> None:
+        await asyncio.sleep(0.3)
+        self.published.append(fut.n)
+
+
+async def test_a_full_flush_waits_until_the_buffer_is_empty():
+    channel = SlowChannel()
+    buffer = DrainingBuffer()
+    buffer.app = SimpleNamespace(conf=SimpleNamespace(producer_threaded=False))
+    await buffer.start()
+    try:
+        for n in range(3):
+            buffer.put(SimpleNamespace(n=n, message=SimpleNamespace(channel=channel)))
+        await buffer.flush()
+        # Faust's own flush returns after 0.1 s without a message sent: here, none was yet.
+        assert channel.published == [0, 1, 2] and buffer.size == 0 and not buffer.sending
+    finally:
+        await buffer.stop()
