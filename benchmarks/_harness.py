@@ -169,7 +169,8 @@ class Goal:
     """One row of a goal table: a measured value against its same-run baseline and target.
 
     ``passed`` is None when the row could not be judged (then it prints MISS: a goal that
-    was not shown to hold is not met)."""
+    was not shown to hold is not met). ``info`` rows carry a figure the goal rows are
+    derived from and print "info" instead of PASS/MISS."""
 
     measure: str
     measured: str
@@ -178,6 +179,7 @@ class Goal:
     target: str
     passed: bool | None
     note: str = ""
+    info: bool = False
 
 
 def goal_table(title: str, rows: list[Goal], notes: Sequence[str] = ()) -> None:
@@ -192,7 +194,7 @@ def goal_table(title: str, rows: list[Goal], notes: Sequence[str] = ()) -> None:
             r.baseline,
             "n/a" if r.ratio is None else f"{r.ratio:.2f}×",
             r.target,
-            "PASS" if r.passed else "MISS",
+            "info" if r.info else "PASS" if r.passed else "MISS",
         )
         for r in rows
     ]
