@@ -65,6 +65,7 @@ class Run:
     admitted_s: float
     in_flight: int
     peak_rss: int
+    rss: int
     first_ready_s: float | None
     ready_s: float | None
     outcomes: int
@@ -104,6 +105,7 @@ def run(broker, url: str, scratch, skew, size: int, timeout: float) -> Run:  # n
         admitted_s = time.monotonic() - produced_at
         time.sleep(2.0)  # let whatever follows a submit (table writes, polls) settle
         peak = proc_status(worker.pid, "VmHWM")
+        settled = proc_status(worker.pid, "VmRSS")
         if worker.poll() is not None:
             raise RuntimeError(
                 f"worker exited with code {worker.returncode}:\n{pipe.log_excerpt()}"
@@ -127,6 +129,7 @@ def run(broker, url: str, scratch, skew, size: int, timeout: float) -> Run:  # n
             admitted_s,
             in_flight,
             peak,
+            settled,
             first_ready,
             ready,
             len(outcomes),
@@ -196,6 +199,7 @@ def main() -> int:
         ],
         [
             f"{per_request:,.0f} B of RSS per request in flight (peak RSS difference / request difference)",
+            f"RSS (VmRSS) 2 s after the last submit: {target.rss / MB:,.0f} MB at {n:,}, {base.rss / MB:,.0f} MB at {b:,}",
             f"produce → all submitted: {target.admitted_s:.0f} s for {n:,} ({n / target.admitted_s:,.0f} req/s), "
             f"{base.admitted_s:.0f} s for {b:,}",
             small,
