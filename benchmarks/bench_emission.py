@@ -95,9 +95,12 @@ def big_batch(events: list[dict[str, Any]], n: int) -> dict[str, Any]:
     return next(iter(states.values()), {})
 
 
-def close_delays(events: list[dict[str, Any]], window: tuple[int, int]) -> list[float]:
+def close_delays(
+    events: list[dict[str, Any]], window: tuple[int, int], inside: bool = True
+) -> list[float]:
     """Seconds beyond max_wait_s from first request to close (first batch event), for the
-    other-key batches open at some moment within ``window`` (ms)."""
+    other-key batches open at some moment within ``window`` (ms), or (``inside=False``)
+    for the others."""
     first: dict[str, tuple[int, int]] = {}
     for e in events:
         if e.get("provider") not in OTHER_KEYS:
@@ -108,7 +111,7 @@ def close_delays(events: list[dict[str, Any]], window: tuple[int, int]) -> list[
     return [
         (closed - opened) / 1000 - MAX_WAIT_S
         for opened, closed in first.values()
-        if opened <= window[1] and closed >= window[0]
+        if (opened <= window[1] and closed >= window[0]) == inside
     ]
 
 
@@ -214,7 +217,7 @@ def main() -> int:
     window = (big.get("ENDED", 0), big.get("EMITTED", 0))
     delays = close_delays(events, window)
     worst = max(delays) if delays else None
-    all_delays = close_delays(events, (0, 2**62))
+    all_delays = close_delays(events, window, inside=False)
     outside = max(all_delays) if all_delays else None
     complete = len(outcomes) == n and emit_s is not None
     goal_table(
@@ -232,7 +235,7 @@ def main() -> int:
             Goal(
                 "other keys' close delay during the emission (worst)",
                 "none open" if worst is None else f"{worst:.2f} s",
-                "—" if outside is None else f"{outside:.2f} s (worst of all other-key batches)",
+                "—" if outside is None else f"{outside:.2f} s (worst other-key batch outside it)",
                 None,
                 f"≤ {TARGET_DELAY_S:.0f} s",
                 worst is not None and worst <= TARGET_DELAY_S,
