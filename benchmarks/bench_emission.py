@@ -2,7 +2,8 @@
 
 One worker (2 work partitions) gets N requests (50,000 × BENCH_SCALE) for one batch key,
 closed into one batch by count; the emulator holds it until its clock is moved forward.
-Meanwhile a trickle of requests for two other batch keys on the same work partition
+(Intake admits fewer than N requests a second, so this first worker closes batches after
+10 min; a second worker with ``max_wait_s`` 1 s then takes its state over.) Meanwhile a trickle of requests for two other batch keys on the same work partition
 (Anthropic and Gemini; batches close after 1 s) keeps arriving. Then the batch ends and the
 worker downloads and emits its N results:
 
@@ -49,12 +50,12 @@ TARGET_DELAY_S = 2.0
 OTHER_KEYS = ("anthropic", "gemini")  # same work partition as openai|gpt-4o-mini (of 2)
 
 
-def worker_env(n: int) -> dict[str, str]:
+def worker_env(n: int, max_wait_s: float) -> dict[str, str]:
     return {
         "batching__max_requests": str(n),
-        "batching__max_wait_s": str(MAX_WAIT_S),
+        "batching__max_wait_s": str(max_wait_s),
         "batching__min_batch": "1",
-        "batching__max_linger_s": "2",
+        "batching__max_linger_s": str(max(2.0, max_wait_s)),
         "batching__expected_turnaround_s": "0",
         "max_pending_requests": str(max(1_000_000, 2 * n)),
         "poll_max_s": "1",
@@ -151,7 +152,11 @@ def main() -> int:
     skew = clock_skew()
     with stack(PROCESSING_S, skew) as (broker, url, scratch):
         pipe = pipeline(broker, url, scratch)
-        worker = pipe.start_worker(**worker_env(n))
+        # Intake admits fewer than N requests a second, so a worker closing batches after
+        # 1 s would never fill one with N: a first worker (batches close after 10 min)
+        # fills and submits it, then one that closes other keys' batches after 1 s takes
+        # over its state and emits it.
+        pipe.start_worker(**worker_env(n, 600.0))
         trickle = Trickle(pipe)
         try:
             if wait_for_line(pipe.log_path(0), READY_LINE, 120) is None:
@@ -171,14 +176,16 @@ def main() -> int:
                 raise RuntimeError(
                     f"the {n:,}-request batch was never submitted:\n{pipe.log_excerpt()}"
                 )
+            stop_workers(pipe)
+            worker = pipe.start_worker(**worker_env(n, MAX_WAIT_S))
+            if wait_for_line(pipe.log_path(1), READY_LINE, 120) is None:
+                raise RuntimeError(f"the second worker never got ready:\n{pipe.log_excerpt()}")
             with ResultWatcher(pipe.settings) as watcher:
                 trickle.start()
-                time.sleep(
-                    2 * MAX_WAIT_S
-                )  # other keys' batches open and close before emission, too
-                skew.value += (
-                    10 * PROCESSING_S
-                )  # the big batch ends (and the trickle's earlier ones)
+                # Other keys' batches open and close before the emission too; then the
+                # big batch ends (and the trickle's batches so far).
+                time.sleep(2 * MAX_WAIT_S)
+                skew.value += 10 * PROCESSING_S
                 outcomes = watcher.wait_for(ids, timeout)
                 time.sleep(2 * MAX_WAIT_S + 1)
                 trickle.stop.set()
