@@ -42,6 +42,8 @@ def main(app_id: str, datadir: str, progress_path: str) -> None:
         datadir=datadir,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
+        broker_session_timeout=6.0,  # as the worker's: group joins on tansu are quicker
+        broker_heartbeat_interval=1.0,
         stream_buffer_maxsize=settings.stream_buffer,
         broker_max_poll_records=settings.stream_buffer,
         topic_partitions=settings.partitions,

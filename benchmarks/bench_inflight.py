@@ -101,7 +101,7 @@ def run(broker, url: str, scratch, skew, size: int, timeout: float) -> Run:  # n
             in_flight = submitted(pipe)
             if in_flight >= size:
                 break
-            time.sleep(2.0)
+            time.sleep(0.5)
         admitted_s = time.monotonic() - produced_at
         time.sleep(2.0)  # let whatever follows a submit (table writes, polls) settle
         peak = proc_status(worker.pid, "VmHWM")
@@ -116,7 +116,7 @@ def run(broker, url: str, scratch, skew, size: int, timeout: float) -> Run:  # n
         with ResultWatcher(pipe.settings) as watcher:
             skew.value += 10 * PROCESSING_S  # every batch in flight ends now
             outcomes = watcher.wait_for(ids, timeout)
-            watcher.poll(2.0)
+            watcher.poll(1.0)
             duplicates = watcher.stats.duplicates
         print(
             f"  {size:,} in flight: start → ready {first_ready or float('nan'):.1f} s, produce → all submitted "
