@@ -16,10 +16,12 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -32,8 +34,23 @@ from connector.testing.pipeline import Pipeline  # noqa: E402
 MB = 1024 * 1024
 
 
-def serve_emulator(processing_seconds: float, urls: multiprocessing.Queue, stop: Event) -> None:
-    with EmulatorThread(EmulatorConfig(processing_seconds=processing_seconds)) as url:
+#: ``BENCH_SCALE`` multiplies every benchmark's sizes (1 = the sizes of the scale issue).
+SCALE = float(os.environ.get("BENCH_SCALE", "1") or 1)
+
+
+def scaled(size: int, minimum: int = 1) -> int:
+    """``size`` (given at BENCH_SCALE=1) times BENCH_SCALE, at least ``minimum``."""
+    return max(minimum, round(size * SCALE))
+
+
+def serve_emulator(
+    processing_seconds: float, urls: multiprocessing.Queue, stop: Event, skew: Any = None
+) -> None:
+    thread = EmulatorThread(EmulatorConfig(processing_seconds=processing_seconds))
+    if skew is not None:
+        # The emulator's clock runs ``skew.value`` seconds ahead: raising it ends batches.
+        thread.emulator.clock = lambda: time.time() + skew.value
+    with thread as url:
         urls.put(url)
         stop.wait()
 
@@ -64,17 +81,25 @@ def _sigterm_as_exit(signum: int, frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def clock_skew() -> Any:
+    """A shared value to pass to :func:`stack`: seconds the emulator's clock runs ahead."""
+    return multiprocessing.get_context("spawn").Value("d", 0.0)
+
+
 @contextlib.contextmanager
-def stack(processing_seconds: float) -> Iterator[tuple[EmbeddedBroker, str, Path]]:
+def stack(
+    processing_seconds: float, skew: Any = None
+) -> Iterator[tuple[EmbeddedBroker, str, Path]]:
     """Broker + emulator (own process, so it neither shares the GIL nor counts as worker
     memory) + a scratch directory; yields (broker, emulator url, scratch dir) and stops
-    everything on the way out, also on an exception or SIGTERM."""
+    everything on the way out, also on an exception or SIGTERM. With ``skew`` (from
+    :func:`clock_skew`) the caller can move the emulator's clock forward."""
     signal.signal(signal.SIGTERM, _sigterm_as_exit)
     context = multiprocessing.get_context("spawn")
     urls: multiprocessing.Queue = context.Queue()
     stop = context.Event()
     server = context.Process(
-        target=serve_emulator, args=(processing_seconds, urls, stop), daemon=True
+        target=serve_emulator, args=(processing_seconds, urls, stop, skew), daemon=True
     )
     with contextlib.ExitStack() as cleanup:
         scratch = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="bb-bench-")))
@@ -140,3 +165,59 @@ def log_summary(pipe: Pipeline, limit: int = 8) -> list[str]:
     if tracebacks:
         lines.append(f"{tracebacks:>6} × traceback")
     return lines
+
+
+# ---------------------------------------------------------------------------- goal tables
+@dataclass
+class Goal:
+    """One row of a goal table: a measured value against its same-run baseline and target.
+
+    ``passed`` is None when the row could not be judged (then it prints MISS: a goal that
+    was not shown to hold is not met). ``info`` rows carry a figure the goal rows are
+    derived from and print "info" instead of PASS/MISS."""
+
+    measure: str
+    measured: str
+    baseline: str
+    ratio: float | None
+    target: str
+    passed: bool | None
+    note: str = ""
+    info: bool = False
+
+
+def goal_table(title: str, rows: list[Goal], notes: Sequence[str] = ()) -> None:
+    """Print one goal table in the shape ``make bench`` and the smoke test rely on."""
+    print()
+    print(f"== TABLE: {title} (BENCH_SCALE={SCALE:g})")
+    head = ("measure", "measured", "baseline (same run)", "ratio", "target", "result")
+    cells = [
+        (
+            r.measure,
+            r.measured,
+            r.baseline,
+            "n/a" if r.ratio is None else f"{r.ratio:.2f}×",
+            r.target,
+            "info" if r.info else "PASS" if r.passed else "MISS",
+        )
+        for r in rows
+    ]
+    widths = [max(len(c[i]) for c in [head, *cells]) for i in range(len(head))]
+    print(" | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
+    print("-+-".join("-" * w for w in widths))
+    for row, cell in zip(rows, cells, strict=True):
+        line = " | ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True))
+        print(line + (f"  ({row.note})" if row.note else ""))
+    for note in notes:
+        print(f"  note: {note}")
+    sys.stdout.flush()
+
+
+def wait_for_line(path: Path, text: str, timeout: float) -> float | None:
+    """Seconds until ``text`` appears in the file at ``path``; None after ``timeout``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return time.monotonic() - started
+        time.sleep(0.1)
+    return None

@@ -11,7 +11,7 @@
 
 Each figure is the best of ``--repeat`` runs. Not part of the tests:
 
-    .venv/bin/python benchmarks/bench_assembly.py [--items 50000] [--repeat 5]
+    BENCH_SCALE=0.1 .venv/bin/python benchmarks/bench_assembly.py [--items 50000] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _harness import scaled  # noqa: E402
 
 from connector.config import BatchingSettings  # noqa: E402
 from connector.lanes.assembly import Queued, plan_closes  # noqa: E402
@@ -117,7 +119,12 @@ def request_ids(count: int) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=50_000)
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=scaled(50_000, minimum=2_000),
+        help="default 50,000 × BENCH_SCALE",
+    )
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     n = args.items
@@ -151,6 +158,7 @@ def main() -> int:
     seconds, _ = best(args.repeat, lambda: [custom_id_for(rid) for rid in ids])
     rows.append(Row("  custom_id_for alone (no clash check)", n, n, seconds, ""))
 
+    print(f"\n== batch assembly and the arrival path, {n:,} requests (no target)")
     print(
         f"best of {args.repeat}; closing by count {CAP}; ops/s = items (requests or ids) per second"
     )

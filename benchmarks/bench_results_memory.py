@@ -5,7 +5,7 @@ provider through the adapter, then reads every result twice: first streamed thro
 ``Provider.results``, then the naive way (the SDK reads the whole file / collects every
 line). Prints the tracemalloc peak and the peak RSS growth of each. Not part of the tests:
 
-    .venv/bin/python benchmarks/bench_results_memory.py [--requests 50000]
+    BENCH_SCALE=0.1 .venv/bin/python benchmarks/bench_results_memory.py [--requests 50000]
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import tracemalloc
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
+
+from _harness import scaled
 
 from connector.config import ProviderSettings
 from connector.emulator import EmulatorConfig, EmulatorThread
@@ -156,6 +158,9 @@ async def main(count: int, url: str) -> None:
     await anthropic_provider.aclose()
 
     print(
+        f"\n== results of one {count:,}-request batch: streamed adapter vs whole file (no target)"
+    )
+    print(
         f"{'reader':<38} {'results':>8} {'tracemalloc peak':>17} {'peak RSS growth':>16} {'seconds':>8}"
     )
     for row in rows:
@@ -167,7 +172,12 @@ async def main(count: int, url: str) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=50_000)
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=scaled(50_000, minimum=100),
+        help="default 50,000 × BENCH_SCALE",
+    )
     args = parser.parse_args()
     context = multiprocessing.get_context("spawn")
     urls: multiprocessing.Queue = context.Queue()

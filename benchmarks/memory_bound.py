@@ -11,9 +11,10 @@ sampled for a fixed time per scenario, all in the same run on the same broker:
   the backlog costs when nothing holds it back.
 
 "admitted" is the worker's ``batchbridge_requests_total`` at the end of the window.
-Not part of the tests:
+Not part of ``make bench`` (about two minutes; ``bench_inflight.py`` measures RSS per
+request in flight), nor of the tests:
 
-    .venv/bin/python benchmarks/bench_memory_bound.py [--seconds 30] [--body-bytes 2048]
+    .venv/bin/python benchmarks/memory_bound.py [--seconds 30] [--body-bytes 2048]
 """
 
 from __future__ import annotations
