@@ -33,6 +33,14 @@ class StateDir:
         """Give the slot up (tests; a worker keeps it for its lifetime)."""
         fcntl.flock(self._lock, fcntl.LOCK_UN)
         self._lock.close()
+        if self in _HELD:
+            _HELD.remove(self)
+
+
+# Every claimed directory stays referenced: a collected StateDir closes its lock file, and
+# another worker would then open the same RocksDB store (which fails on RocksDB's own LOCK,
+# or worse, shares a store whose partitions this worker has not closed).
+_HELD: list[StateDir] = []
 
 
 def claim(data_dir: str, app_id: str) -> StateDir:
@@ -52,5 +60,7 @@ def claim(data_dir: str, app_id: str) -> StateDir:
         lock.truncate()
         lock.write(f"{os.getpid()}\n")
         lock.flush()
-        return StateDir(path, slot, lock)
+        state = StateDir(path, slot, lock)
+        _HELD.append(state)
+        return state
     raise ConfigError(f"all {MAX_SLOTS} worker slots under {base} are taken by running workers")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
@@ -27,3 +28,11 @@ def test_a_killed_process_leaves_its_slot_free(tmp_path):
     state = claim(str(tmp_path), "app")
     assert state.slot == 0
     state.release()
+
+
+def test_a_claim_holds_its_slot_even_when_the_caller_keeps_no_reference(tmp_path):
+    claim(str(tmp_path), "app")  # the worker's start-up code drops what claim returns
+    gc.collect()
+    second = claim(str(tmp_path), "app")
+    assert second.slot == 1  # slot 0 is still locked by the first claim
+    second.release()
