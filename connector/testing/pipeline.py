@@ -496,6 +496,24 @@ def _assign(consumer: Consumer, topics: Iterable[str], timeout: float = 10.0) ->
     consumer.assign(assignment)
 
 
+def committed_offsets(settings: Settings) -> dict[str, int]:
+    """The worker group's committed offsets of the input and work topics, ``topic[p]`` → offset."""
+    conf = settings.kafka.confluent_config()
+    conf.update({"group.id": settings.app_id, "enable.auto.commit": False})
+    consumer = Consumer(conf)
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in (settings.topics.deferred, f"{settings.app_id}-work")
+            for p in range(
+                len(consumer.list_topics(topic, timeout=10).topics[topic].partitions or {})
+            )
+        ]
+        return {f"{tp.topic}[{tp.partition}]": tp.offset for tp in consumer.committed(tps, 10)}
+    finally:
+        consumer.close()
+
+
 def read_all(settings: Settings, topic: str, timeout: float = 15.0) -> list[Message]:
     """Every message of ``topic`` from the beginning to its current end."""
     consumer = _consumer(settings)

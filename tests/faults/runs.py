@@ -15,7 +15,13 @@ from connector.client import RequestProducer
 from connector.emulator import Emulator
 from connector.lanes.ledger import BatchRecord
 from connector.testing.accounting import Account, Expected, OutcomeEvent
-from connector.testing.pipeline import OutcomeReader, Pipeline, wait_until
+from connector.testing.pipeline import (
+    OutcomeReader,
+    Pipeline,
+    committed_offsets,
+    read_all,
+    wait_until,
+)
 from connector.testing.report import FaultTable
 
 PROVIDERS = ("openai", "anthropic", "gemini")
@@ -241,11 +247,44 @@ class FaultRun:
                 *(f"note: {n}" for n in self.notes),
                 *(f"outcome for no expected request: {e}" for e in account.unexpected[:5]),
                 *(f"undecodable outcome: {u}" for u in self.reader.undecodable[:5]),
+                *self._trace_lost(account.lost),
                 f"worker logs are kept in {self.kept_logs}/ when the test fails",
                 self.pipe.log_excerpt(self.excerpt_lines),
             ]
         )
         return verdicts
+
+    def _trace_lost(self, names: list[str], limit: int = 5) -> list[str]:
+        """Where a lost request got to: input record, work events, pending entry, commits."""
+        if not names:
+            return []
+        try:
+            return self._trace(names[:limit])
+        except Exception as exc:  # noqa: BLE001 - evidence only; the verdict stands
+            return [f"trace of lost requests failed: {exc!r}"]
+
+    def _trace(self, names: list[str]) -> list[str]:
+        settings = self.pipe.settings
+        ids = {rid: name for name in names for rid in self.expected[name].ids}
+        found: dict[str, list[str]] = {rid: [] for rid in ids}
+        for msg in read_all(settings, settings.topics.deferred):
+            for rid in ids:
+                if rid.encode() in (msg.value() or b""):
+                    found[rid].append(f"input {msg.partition()}@{msg.offset()}")
+        for msg in read_all(settings, f"{settings.app_id}-work"):
+            for rid in ids:
+                if rid.encode() in (msg.value() or b""):
+                    found[rid].append(f"work {msg.partition()}@{msg.offset()}")
+        pending = self.pipe.table("pending")
+        for rid in ids:
+            entry = pending.get(rid) or {}
+            found[rid].append(
+                f"pending: {entry.get('state')} p{entry.get('partition')} {entry.get('outcome')}"
+                if entry
+                else "pending: none"
+            )
+        lines = [f"trace {ids[rid]}: {', '.join(where)}" for rid, where in found.items()]
+        return [*lines, f"committed offsets: {committed_offsets(settings)}"]
 
     def record(self, verdicts: dict[str, Verdict]) -> None:
         """Add verdicts to their rows of the fault table."""
