@@ -112,7 +112,13 @@ class _Worker:
     work_loop: WorkLoop = field(init=False)
 
     def __post_init__(self) -> None:
-        self.work_loop = WorkLoop(self.deferred, self.nudge, self.in_transit)
+        app = self.work.app
+        self.work_loop = WorkLoop(
+            self.deferred,
+            self.nudge,
+            self.in_transit,
+            is_current=lambda message: message.generation_id == app.consumer_generation_id,
+        )
 
     async def nudge(self, partition: int) -> None:
         """A tick for ``partition`` now (periodic, or right after a step with more to do)."""

@@ -1,8 +1,9 @@
 """Faust's aiokafka transport, corrected where it loses messages.
 
-Three corrections: a consumer that commits only messages an agent finished (see
-:class:`Consumer`), a producer whose flush really empties its buffer (see
-:class:`DrainingBuffer`), and, for tansu, end offsets verified during recovery.
+Four corrections: a consumer that commits only messages an agent finished (see
+:class:`Consumer`), that reads again any offset Faust's fetch loop dropped instead of
+committing past it (see :class:`ReadGuard`), a producer whose flush really empties its
+buffer (see :class:`DrainingBuffer`), and, for tansu, end offsets verified during recovery.
 
 tansu (the embedded broker) answers ListOffsets with the base offset of a partition's last
 record batch + 1, not the offset after its last record. Faust's table recovery reads a
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from time import monotonic
 from typing import Any, cast
 from weakref import WeakSet
@@ -119,9 +120,16 @@ class Consumer(faust_aiokafka.Consumer):
       acknowledges the message in a ``finally``; ``take_events`` acknowledges its whole
       buffer. A request read by intake but not yet forwarded when SIGTERM arrived was lost.
 
+    - Its fetch loop drops records it fetched (see :class:`ReadGuard`), and its gap handling
+      then acknowledges them; with no committed offset yet it commits past them outright.
+    - A commit may pass an unacknowledged message at the partition's head (one offset above
+      the committed one is taken for "no gap"): a realtime request still being answered
+      was committed while the one after it finished.
+
     So a message is acknowledged here only after its agent called :func:`finish`; any other
     stays unacknowledged, and the next owner of its partition reads it again (every lane
-    ignores a request it has already seen).
+    ignores a request it has already seen). A record that was fetched but never delivered
+    is read again at once, and a commit never passes its partition's head.
     """
 
     def ack(self, message: Any) -> bool:
@@ -129,6 +137,166 @@ class Consumer(faust_aiokafka.Consumer):
             return False
         _FINISHED.discard(message)
         return bool(super().ack(message))
+
+    # ---------------------------------------------------------------- reading every offset
+    @property
+    def _guard(self) -> ReadGuard:
+        guard: ReadGuard | None = self.__dict__.get("_read_guard")
+        if guard is None:
+            guard = self.__dict__["_read_guard"] = ReadGuard()
+        return guard
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Any]]:  # noqa: ASYNC109
+        guard = self._guard
+        acking = self.app.topics.acks_enabled_for
+        rereading: set[TP] = set()
+        async for tp, message in super().getmany(timeout):
+            if tp in rereading:
+                continue  # fetched before the seek below: read again after it
+            if acking(message.topic):
+                want = guard.expected.get(tp)
+                again = guard.check(tp, message.offset)
+                if again is None and want is not None and message.offset > want:
+                    log.info(
+                        "%s[%d]: offsets %d..%d are absent (compacted or transaction markers)",
+                        tp.topic,
+                        tp.partition,
+                        want,
+                        message.offset - 1,
+                    )
+                    await self._add_gap(tp, want, message.offset)
+                elif again is not None:
+                    log.warning(
+                        "%s[%d]: fetched offset %d while %d was never delivered; reading from %d again",
+                        tp.topic,
+                        tp.partition,
+                        message.offset,
+                        again,
+                        again,
+                    )
+                    rereading.add(tp)
+                    await self.seek(tp, again)
+                    continue
+            yield tp, message
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        await super().seek(partition, offset)
+        if self.app.topics.acks_enabled_for(partition.topic):
+            self._guard.seeked(partition, offset)
+
+    async def perform_seek(self) -> None:
+        await super().perform_seek()
+        acking = self.app.topics.acks_enabled_for
+        tps = [tp for tp in self.assignment() if acking(tp.topic)]
+        # aiokafka seeks only partitions with a committed offset above 0; the others stay
+        # wherever the fetcher got to, past records Faust may have dropped. Start them at
+        # the beginning of the log (auto_offset_reset is "earliest").
+        fresh = [tp for tp in tps if self._committed_offset.get(tp) is None]
+        earliest = await self.earliest_offsets(*fresh) if fresh else {}
+        for tp in fresh:
+            if tp in earliest:
+                await super().seek(tp, earliest[tp])
+        for tp in tps:
+            committed = self._committed_offset.get(tp)
+            self._guard.assigned(tp, committed if committed is not None else earliest.get(tp))
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        await super().on_partitions_revoked(revoked)
+        self._guard.forget(revoked)
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        """Count offsets ``offset_from`` up to (not including) ``offset_to`` as acknowledged.
+
+        Faust's own version also counts ``offset_to``, the record that arrived after the
+        gap, before it is processed, and never the committed offset itself.
+        """
+        committed = self._committed_offset.get(tp)
+        if committed is not None:
+            offset_from = max(offset_from, committed)
+        if offset_from < offset_to:
+            gaps = self._gap[tp]
+            gaps.addi(offset_from, offset_to)
+            gaps.merge_overlaps()
+
+    def _new_offset(self, tp: TP) -> int | None:
+        acked = self._acked[tp]
+        if acked:
+            head = self._guard.head(tp, self._committed_offset.get(tp))
+            gaps = self._gap.get(tp)
+            lowest = min(min(acked), gaps.begin() if gaps else min(acked))
+            if commit_blocked(lowest, head):
+                return None
+        offset: int | None = super()._new_offset(tp)
+        return offset
+
+
+def commit_blocked(lowest_acked: int, head: int | None) -> bool:
+    """Whether a partition's commit must wait: the offset at its head is not acknowledged yet.
+
+    ``head`` is the next offset to read as last committed (or where this assignment began
+    reading). Faust lets a commit go ahead when the lowest acknowledged offset is one above
+    the head, so the head message itself (a realtime request still being answered while
+    the next one finished, a message a rebalance dropped) was committed unprocessed.
+    """
+    return head is not None and lowest_acked > head
+
+
+class ReadGuard:
+    """The next offset each stream partition must deliver, so none is skipped unnoticed.
+
+    Faust's fetch loop can drop records it fetched (the rest of a fetch when flow control
+    stops or the generation changes, records of a partition paused in the meantime) while
+    aiokafka's position has moved past them. When a later record then arrives, Faust's gap
+    handling acknowledges the missing offsets, and they are committed unread: requests
+    vanished in rebalance churn. The consumer instead reads from the missing offset again.
+    A gap that is still there when read again is real (compacted records, transaction
+    markers) and is let through.
+    """
+
+    def __init__(self) -> None:
+        self.expected: dict[TP, int] = {}  # the next offset to deliver
+        self.floor: dict[TP, int] = {}  # where reading began in this assignment
+        self.retried: dict[TP, tuple[int, int]] = {}  # the jump last read again
+
+    def assigned(self, tp: TP, start: int | None) -> None:
+        """Reading ``tp`` starts at ``start`` (its committed offset) after an assignment."""
+        self.retried.pop(tp, None)
+        if start is None:
+            self.expected.pop(tp, None)
+            self.floor.pop(tp, None)
+        else:
+            self.expected[tp] = self.floor[tp] = start
+
+    def seeked(self, tp: TP, offset: int) -> None:
+        """The consumer moved ``tp`` to ``offset``."""
+        self.expected[tp] = offset
+
+    def forget(self, tps: Iterable[TP]) -> None:
+        """The partitions were revoked."""
+        for tp in tps:
+            self.expected.pop(tp, None)
+            self.floor.pop(tp, None)
+            self.retried.pop(tp, None)
+
+    def check(self, tp: TP, offset: int) -> int | None:
+        """A fetched record: None to deliver it, or the offset to read from again."""
+        want = self.expected.get(tp)
+        if want is None:
+            self.expected[tp] = offset + 1
+            self.floor.setdefault(tp, offset)
+            return None
+        if offset < want:
+            return None  # read before: Faust drops it or delivers it again
+        if offset > want and self.retried.get(tp) != (want, offset):
+            self.retried[tp] = (want, offset)
+            return want
+        self.retried.pop(tp, None)
+        self.expected[tp] = offset + 1
+        return None
+
+    def head(self, tp: TP, committed: int | None) -> int | None:
+        """The offset a commit of ``tp`` must have acknowledged first."""
+        return committed if committed is not None else self.floor.get(tp)
 
 
 class VerifiedEndsConsumer(Consumer):

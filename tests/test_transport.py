@@ -112,3 +112,62 @@ async def test_a_full_flush_waits_until_the_buffer_is_empty():
         assert channel.published == [0, 1, 2] and buffer.size == 0 and not buffer.sending
     finally:
         await buffer.stop()
+
+
+TP0 = TP("inference.deferred", 0)
+
+
+def test_a_record_fetched_past_one_never_delivered_is_read_again():
+    guard = transport.ReadGuard()
+    guard.assigned(TP0, 7)  # committed offset: the next to read is 7
+    assert guard.check(TP0, 7) is None
+    assert guard.check(TP0, 9) == 8  # 8 was fetched and dropped: read from 8 again
+    guard.seeked(TP0, 8)
+    assert [guard.check(TP0, o) for o in (8, 9, 10)] == [None, None, None]
+    assert guard.expected[TP0] == 11
+
+
+def test_the_first_record_after_an_assignment_cannot_be_skipped_either():
+    guard = transport.ReadGuard()
+    guard.assigned(TP0, 7)
+    assert guard.check(TP0, 8) == 7
+
+
+def test_a_gap_still_there_when_read_again_is_real_and_let_through():
+    guard = transport.ReadGuard()
+    guard.assigned(TP0, 7)
+    assert guard.check(TP0, 10) == 7
+    guard.seeked(TP0, 7)
+    assert guard.check(TP0, 10) is None  # 7..9 are absent (compacted, transaction markers)
+    assert guard.expected[TP0] == 11
+    assert guard.check(TP0, 13) == 11  # the next jump is checked again
+
+
+def test_records_read_before_pass_and_do_not_move_the_expected_offset():
+    guard = transport.ReadGuard()
+    guard.assigned(TP0, 7)
+    guard.check(TP0, 7)
+    guard.check(TP0, 8)
+    assert guard.check(TP0, 5) is None and guard.expected[TP0] == 9
+
+
+def test_without_a_committed_offset_the_first_record_sets_the_floor():
+    guard = transport.ReadGuard()
+    guard.assigned(TP0, None)
+    assert guard.check(TP0, 4) is None
+    assert guard.head(TP0, None) == 4 and guard.expected[TP0] == 5
+    assert guard.head(TP0, 9) == 9  # a commit since: the committed offset is the head
+
+
+def test_a_revoked_partition_is_forgotten():
+    guard = transport.ReadGuard()
+    guard.assigned(TP0, 7)
+    guard.forget({TP0})
+    assert guard.head(TP0, None) is None and guard.check(TP0, 30) is None
+
+
+def test_a_commit_waits_for_the_message_at_its_head():
+    # Committed 7 means 7 is the next to process: 8 and 9 finished, 7 has not.
+    assert transport.commit_blocked(lowest_acked=8, head=7)
+    assert not transport.commit_blocked(lowest_acked=7, head=7)
+    assert not transport.commit_blocked(lowest_acked=8, head=None)

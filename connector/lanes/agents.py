@@ -13,6 +13,7 @@ becomes that record's dead letter, and sending it is retried until the broker ta
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
 from collections import defaultdict
@@ -34,6 +35,10 @@ from connector.serde import Codec
 from connector.transport import finish
 
 log = logging.getLogger(__name__)
+
+# A bundle of requests whose handling raised is tried this often, WORK_RETRY_S, 2x, 4x apart.
+WORK_ATTEMPTS = 4
+WORK_RETRY_S = 0.5
 
 
 class _Sender(Protocol):
@@ -221,20 +226,52 @@ class WorkLoop:
         deferred: DeferredLane,
         nudge: Callable[[int], Awaitable[Any]],
         in_transit: InTransit | None = None,
+        is_current: Callable[[Any], bool] = lambda message: True,
     ) -> None:
         self.deferred = deferred
         self._nudge = nudge  # send this partition another tick at once
         self.in_transit = in_transit or InTransit()
+        self.is_current = is_current  # the message's partition is still this worker's
 
     async def run(self, events: AsyncIterable[Any]) -> None:
         """Process work topic events until the stream ends."""
         async for event in events:
-            partition = event.message.partition
+            if await self.process(event.message.partition, event.value, event.message):
+                finish(event.message)
+
+    async def process(self, partition: int, value: Any, message: Any) -> bool:
+        """One work event, retried while its requests may not all be admitted; True when done.
+
+        A tick that fails is done: the next one does its work. A bundle of requests that
+        fails (its dead letters could not be delivered, say) is handled again, each
+        request at most once; if it still fails, or the partition moved to another worker,
+        it stays unacknowledged and the partition's next owner reads it again.
+        """
+        try:
+            work = WorkEvent.from_json(value)
+        except Exception:  # noqa: BLE001 - not a work event of any version: nothing to do
+            log.exception("work partition %d: unreadable work event skipped", partition)
+            return True
+        for attempt in range(WORK_ATTEMPTS):
             try:
-                await self.handle(WorkEvent.from_json(event.value), partition)
-            except Exception:  # noqa: BLE001 - the state is in the tables; the next tick goes on
-                log.exception("work partition %d: event failed", partition)
-            finish(event.message)
+                await self.handle(work, partition)
+                return True
+            except Exception:  # noqa: BLE001 - the state is in the tables; retried below
+                log.exception(
+                    "work partition %d: event failed (attempt %d)", partition, attempt + 1
+                )
+            if work.is_tick:
+                return True
+            if attempt + 1 < WORK_ATTEMPTS and self.is_current(message):
+                await asyncio.sleep(WORK_RETRY_S * 2**attempt)
+            else:
+                break
+        log.error(
+            "work partition %d: %d requests not admitted; left for the partition's next owner",
+            partition,
+            len(work.entries),
+        )
+        return False
 
     async def handle(self, work: WorkEvent, partition: int) -> None:
         """One work event: admit its requests, or do the partition's periodic work."""

@@ -169,6 +169,7 @@ class Pipeline:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHBRIDGE_")}
         env.update(self.env)
         env.update(_setting_env(overrides))
+        env["PYTHONUNBUFFERED"] = "1"  # a SIGKILLed worker's log ends where the worker did
         log = open(self.log_path(len(self.workers)), "wb")  # noqa: SIM115 - owned by the process
         proc = subprocess.Popen(
             [sys.executable, "-m", "connector", "worker"],

@@ -207,3 +207,46 @@ def test_bundles_stay_within_the_limit(size):
     chunks = agents._chunks(entries, 1000)
     assert [e for c in chunks for e in c] == [e for e, _ in entries]
     assert all(len(c) * (size + 2) <= 1000 or len(c) == 1 for c in chunks)
+
+
+async def test_a_bundle_whose_dead_letters_cannot_be_delivered_is_tried_again_then_left_unfinished(
+    monkeypatch,
+):
+    from tests.lanes.test_deferred_lane import entry
+
+    monkeypatch.setattr(agents, "WORK_RETRY_S", 0.001)
+    admitted = []
+
+    class Lane:
+        fails = 2
+
+        async def on_request(self, e, p):
+            if e == entry(1) and Lane.fails:
+                Lane.fails -= 1
+                raise RuntimeError("bug")
+            admitted.append(e.request_id)
+
+        async def reject(self, e, p, exc):
+            raise DeliveryError("broker unreachable")
+
+    class DeliveryError(Exception):
+        pass
+
+    async def nudge(p):
+        pass
+
+    bundle = WorkEvent((entry(0), entry(1), entry(2))).to_json()
+    loop = WorkLoop(Lane(), nudge)
+    # Two failed attempts, then every request of the bundle is admitted: the event is done.
+    assert await loop.process(0, bundle, message=None) is True
+    assert entry(2).request_id in admitted and entry(1).request_id in admitted
+
+    Lane.fails = 10
+    assert await loop.process(0, bundle, message=None) is False  # stays unacknowledged
+
+    # A partition that moved to another worker is not retried here.
+    Lane.fails = 10
+    moved = WorkLoop(Lane(), nudge, is_current=lambda message: False)
+    assert await moved.process(0, bundle, message=None) is False
+    # A tick that fails is done: the next tick does its work.
+    assert await moved.process(0, WorkEvent().to_json(), message=None) is True
