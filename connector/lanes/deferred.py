@@ -82,6 +82,7 @@ class DeferredLane:
         self._parts.clear()
         self.machine.reset()
         self.costs.reset()
+        self.ledger.reset()
 
     def poke(self, provider_batch_id: str) -> bool:
         """Poll this provider batch on the next tick (a webhook said it changed)."""

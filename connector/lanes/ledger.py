@@ -356,10 +356,17 @@ class Ledger:
 
     def checkpoint(self) -> None:
         """Let the tables' stores record how far their changelogs are acknowledged."""
+        self._each("checkpoint")
+
+    def reset(self) -> None:
+        """A rebalance: the tables' stores are recovered again."""
+        self._each("reset")
+
+    def _each(self, method: str) -> None:
         for table in (self.pending, self.batches):
-            checkpoint = getattr(table, "checkpoint", None)
-            if checkpoint is not None:
-                checkpoint()
+            call = getattr(table, method, None)
+            if call is not None:
+                call()
 
     def entry(self, request_id: str) -> PendingEntry | None:
         """The entry of ``request_id``, if the table has one."""

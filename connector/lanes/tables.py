@@ -32,7 +32,8 @@ class DirectTable(MutableMapping[str, Any]):
         self.table = table
         self._store: SerializedStore[Any, Any] = table.data
         self._topic = table.changelog_topic
-        self._acked: dict[int, int] = {}  # partition → highest acknowledged changelog offset
+        self._runs: dict[int, OwnRun] = {}  # partition → this worker's acknowledged writes
+        self._epoch = 0  # bumped on every rebalance: acknowledgements of before are ignored
 
     @classmethod
     def wrap(cls, table: Any) -> MutableMapping[str, Any]:
@@ -76,21 +77,39 @@ class DirectTable(MutableMapping[str, Any]):
         future = self._topic.send_soon(
             key=key, value=value, partition=partition, key_serializer="raw", value_serializer="raw"
         )
-        future.add_done_callback(self._note_acked)
+        epoch = self._epoch
+        future.add_done_callback(lambda done: self._note_acked(done, epoch))
 
-    def _note_acked(self, future: Any) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return  # the producer logs it; the offset simply does not advance
+    def _note_acked(self, future: Any, epoch: int) -> None:
+        if epoch != self._epoch or future.cancelled() or future.exception() is not None:
+            return  # the producer logs failures; the persisted offset simply does not advance
         meta = future.result()
-        if meta.offset > self._acked.get(meta.partition, -1):
-            self._acked[meta.partition] = meta.offset
+        run = self._runs.get(meta.partition)
+        if run is None:
+            tp = TP(self._topic.get_topic_name(), meta.partition)
+            persisted = self._store.persisted_offset(tp)  # where recovery brought the store
+            run = self._runs[meta.partition] = OwnRun(-1 if persisted is None else persisted)
+        if run.add(meta.offset) and run.stuck:
+            log.warning(
+                "%s[%d]: offset %d was written by another worker; this store's persisted "
+                "offset stays below it, so a restart replays the changelog from there",
+                self._topic.get_topic_name(),
+                meta.partition,
+                run.last + 1,
+            )
+
+    def reset(self) -> None:
+        """A rebalance: recovery re-bases every partition's persisted offset."""
+        self._epoch += 1
+        self._runs.clear()
 
     def checkpoint(self) -> None:
-        """Persist the acknowledged changelog offsets, so a restart replays only what follows."""
+        """Persist how far the store holds the changelog, so a restart replays only what follows."""
         topic = self._topic.get_topic_name()
-        for partition, offset in self._acked.items():
-            self._store.set_persisted_offset(TP(topic, partition), offset)
-        self._acked.clear()
+        for partition, run in self._runs.items():
+            if run.moved:
+                self._store.set_persisted_offset(TP(topic, partition), run.last)
+                run.moved = False
 
     def __iter__(self) -> Iterator[str]:
         for key in self._store._iterkeys():
@@ -103,3 +122,40 @@ class DirectTable(MutableMapping[str, Any]):
         for raw in self._store._itervalues():
             if raw is not None:
                 yield orjson.loads(raw)
+
+
+class OwnRun:
+    """How far a changelog partition is known to be in this worker's store.
+
+    After recovery the store holds the changelog up to its persisted offset; from there
+    every record this worker writes is in the store too. The persisted offset may advance
+    only over an unbroken run of this worker's own acknowledged writes: a record another
+    worker wrote in between (a previous owner still finishing after a rebalance) is not in
+    this store, and persisting past it would make the next recovery skip it.
+    """
+
+    MAX_AHEAD = 10_000  # acknowledgements kept beyond a hole before the run stops tracking
+
+    def __init__(self, base: int) -> None:
+        self.last = base  # every offset up to here is in the store
+        self.moved = False  # ``last`` advanced since the last checkpoint
+        self.stuck = False  # a hole that is not this worker's: ``last`` stays below it
+        self._ahead: set[int] = set()
+
+    def add(self, offset: int) -> bool:
+        """An acknowledged write at ``offset``; True if this made the run stuck."""
+        if self.stuck or offset <= self.last:
+            return False
+        if offset != self.last + 1:
+            self._ahead.add(offset)
+            if len(self._ahead) > self.MAX_AHEAD:
+                self._ahead.clear()
+                self.stuck = True
+                return True
+            return False
+        self.last = offset
+        while self.last + 1 in self._ahead:
+            self._ahead.remove(self.last + 1)
+            self.last += 1
+        self.moved = True
+        return False
