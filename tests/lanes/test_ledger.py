@@ -195,3 +195,17 @@ def test_ledger_is_a_typed_view_of_two_mappings():
     assert ledger.entry("r-1") == e and list(ledger.entries()) == [e]
     ledger.drop_entry("r-1")
     assert ledger.entry("r-1") is None and not pending
+
+
+def test_state_changes_copy_every_field_as_dataclasses_replace_would():
+    from dataclasses import fields, replace
+
+    entry = PendingEntry.of_request(request(), ("in", 1, 2))
+    entry.profile, entry.outcome, entry.replay_of = None, "x", "dl:0:1"
+    assert entry.queued(3, 99) == replace(
+        entry, partition=3, state=EntryState.QUEUED, changed_at=99
+    )
+    assert entry.batched("bb-1", "c-1") == replace(
+        entry, state=EntryState.BATCHED, batch_id="bb-1", custom_id="c-1"
+    )
+    assert len(fields(PendingEntry)) == 15  # a new field must be copied in PendingEntry._copy
