@@ -310,6 +310,7 @@ class WorkEvent:
     """A record of the internal work topic: admitted requests for one partition, or a tick."""
 
     entries: tuple[PendingEntry, ...] = ()  # empty: a tick
+    follow_up: bool = False  # a tick the work loop asked for itself (a batch has more to do)
 
     @property
     def is_tick(self) -> bool:
@@ -319,7 +320,7 @@ class WorkEvent:
     def to_json(self) -> dict[str, Any]:
         """The work topic's JSON value."""
         if not self.entries:
-            return {"t": "tick"}
+            return {"t": "tick", "follow_up": True} if self.follow_up else {"t": "tick"}
         return {"t": "reqs", "entries": [e.to_json() for e in self.entries]}
 
     @classmethod
@@ -330,7 +331,7 @@ class WorkEvent:
             return cls(tuple(PendingEntry.from_json(e) for e in raw["entries"]))
         if kind == "req":
             return cls((PendingEntry.from_json(raw["entry"]),))
-        return cls()
+        return cls(follow_up=bool(raw.get("follow_up")))
 
 
 class Ledger:

@@ -207,3 +207,25 @@ def test_bundles_stay_within_the_limit(size):
     chunks = agents._chunks(entries, 1000)
     assert [e for c in chunks for e in c] == [e for e, _ in entries]
     assert all(len(c) * (size + 2) <= 1000 or len(c) == 1 for c in chunks)
+
+
+async def test_a_busy_partition_has_one_follow_up_tick_on_its_way_however_many_ticks_come():
+    nudged = []
+
+    class Busy:
+        async def on_tick(self, p):
+            return True
+
+    async def nudge(p):
+        nudged.append(p)
+
+    loop = WorkLoop(Busy(), nudge)
+    await loop.handle(WorkEvent(), 0)  # a timer tick starts the chain
+    await loop.handle(WorkEvent(), 0)  # more timer ticks during the emission start none
+    await loop.handle(WorkEvent(), 0)
+    assert nudged == [0]
+    await loop.handle(WorkEvent(follow_up=True), 0)  # the follow-up came back: the next one
+    assert nudged == [0, 0]
+    loop.reset()  # a rebalance: the follow-up on its way may never come back here
+    await loop.handle(WorkEvent(), 0)
+    assert nudged == [0, 0, 0]
