@@ -14,13 +14,15 @@ recovery restores these tables. Any other store (``memory://``) keeps Faust's ow
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Any
 
 import orjson
 from faust.stores.base import SerializedStore
 from faust.streams import current_event
 from faust.types import TP
+
+from connector.transport import RecordBatches
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,70 @@ class DirectTable(MutableMapping[str, Any]):
         raw = self._store._get(orjson.dumps(key))
         return default if raw is None else orjson.loads(raw)
 
+    def get_many(self, keys: Sequence[str]) -> list[Any]:
+        """The values of ``keys`` (None where missing), in one RocksDB multi-get.
+
+        Like a single read inside an event, it looks in the current event's partition only.
+        """
+        db = self._partition_db()
+        if db is None:
+            return [self.get(key) for key in keys]
+        raws = db.get([orjson.dumps(key) for key in keys])
+        return [None if raw is None else orjson.loads(raw) for raw in raws]
+
     def __setitem__(self, key: str, value: Any) -> None:
         self._write(orjson.dumps(key), orjson.dumps(value))
+
+    async def put_many(self, items: Sequence[tuple[str, Any]]) -> None:
+        """Write several values: one RocksDB write batch, their changelog records in a row.
+
+        The changelog records go to the producer as whole record batches, not one Faust
+        future each through its buffer. What the buffer still holds is flushed first, so
+        the changelog keeps the order in which keys were written.
+        """
+        db = self._partition_db()
+        if db is None:
+            for key, value in items:
+                self[key] = value
+            return
+        if not items:
+            return
+        partition = self._partition()
+        encoded = [(orjson.dumps(key), orjson.dumps(value)) for key, value in items]
+        from rocksdict import WriteBatch  # the store is RocksDB (see _partition_db)
+
+        batch = WriteBatch(raw_mode=True)
+        for key_bytes, value_bytes in encoded:
+            batch.put(key_bytes, value_bytes)
+        db.write(batch)
+        producer = self.table.app.producer
+        await producer.buffer.flush()
+        topic = self._topic.get_topic_name()
+        batches = RecordBatches.of(producer)
+        last: Any = None
+        for key_bytes, value_bytes in encoded:
+            last = await batches.add(topic, key_bytes, value_bytes, partition)
+        await batches.send()
+        # One partition, in order: the last batch's (base) offset is acknowledged only after
+        # every record before it; persisting it may replay a few records more, never fewer.
+        last.add_done_callback(self._note_acked)
+
+    def _partition(self) -> int:
+        event = current_event()
+        if event is None:
+            raise RuntimeError(
+                "tables are written only while processing an event of their partition"
+            )
+        return int(event.message.partition)
+
+    def _partition_db(self) -> Any:
+        """The RocksDB of the current event's partition, when the store is rocksdict's."""
+        db_for = getattr(self._store, "_db_for_partition", None)
+        if db_for is None or not getattr(self._store, "use_rocksdict", False):
+            return None
+        if current_event() is None or self.table.is_global or self.table.use_partitioner:
+            return None
+        return db_for(self._partition())
 
     def __delitem__(self, key: str) -> None:
         key_bytes = orjson.dumps(key)
@@ -67,12 +131,7 @@ class DirectTable(MutableMapping[str, Any]):
         self._send(key, value)
 
     def _send(self, key: bytes, value: bytes | None) -> None:
-        event = current_event()
-        if event is None:
-            raise RuntimeError(
-                "tables are written only while processing an event of their partition"
-            )
-        partition = event.message.partition
+        partition = self._partition()
         future = self._topic.send_soon(
             key=key, value=value, partition=partition, key_serializer="raw", value_serializer="raw"
         )
