@@ -115,14 +115,20 @@ class _Worker:
         app = self.work.app
         self.work_loop = WorkLoop(
             self.deferred,
-            self.nudge,
+            self.follow_up,
             self.in_transit,
             is_current=lambda message: message.generation_id == app.consumer_generation_id,
         )
 
     async def nudge(self, partition: int) -> None:
-        """A tick for ``partition`` now (periodic, or right after a step with more to do)."""
+        """The periodic tick for ``partition``."""
         await self.work.send(key=None, value=WorkEvent().to_json(), partition=partition)
+
+    async def follow_up(self, partition: int) -> None:
+        """A tick for ``partition`` right after a step with more to do."""
+        await self.work.send(
+            key=None, value=WorkEvent(follow_up=True).to_json(), partition=partition
+        )
 
 
 def create_app(settings: Settings, topic_limits: dict[str, int] | None = None) -> faust.App:
@@ -243,11 +249,13 @@ def _register_rebalance_hooks(app: faust.App, worker: _Worker) -> None:
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app_: faust.App, revoked: Any, **kwargs: Any) -> None:
         worker.deferred.reset()
+        worker.work_loop.reset()
         worker.throttle.forget()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(app_: faust.App, assigned: Any, **kwargs: Any) -> None:
         worker.deferred.reset()
+        worker.work_loop.reset()
         worker.throttle.forget()
         worker.intake.resumed.clear()
         owned = sorted(tp.partition for tp in assigned if tp.topic == worker.work.get_topic_name())

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from time import monotonic
 from typing import Any, cast
 from weakref import WeakSet
@@ -348,6 +348,101 @@ class DrainingBuffer(ProducerBuffer):
             except TimeoutError:
                 log.debug("producer buffer: %d messages still to send", self.size)
         return 0
+
+
+class RecordBatches:
+    """Records sent as whole record batches: one delivery future per batch, not per record.
+
+    aiokafka's ``send`` costs a metadata look-up, a partitioner call over fresh partition
+    lists, an accumulator append and a future per record; emitting a large batch's results
+    (and their DONE markers) spent more time there than encoding them. Here records are
+    appended to a ``BatchBuilder`` per topic partition, each builder goes to the producer
+    (``send_batch``) as soon as it is full or :meth:`send` is called, and every record
+    resolves with its builder's delivery. Keyed records go to the partition the producer's
+    own partitioner picks, so downstream sees the same partitioning as with ``send``.
+    The records of one partition stay in the order they were added.
+    """
+
+    def __init__(self, producer: Any) -> None:
+        self._producer = producer  # aiokafka's AIOKafkaProducer
+        self._open: dict[tuple[str, int], tuple[Any, asyncio.Future[Any]]] = {}
+        self._partitions: dict[str, tuple[list[int], list[int]]] = {}
+
+    @classmethod
+    def of(cls, faust_producer: Any) -> RecordBatches:
+        """Batches for the aiokafka producer inside Faust's producer."""
+        return cls(faust_producer._ensure_producer())
+
+    async def add(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue one record; the future of its delivery (shared with its batch)."""
+        if partition is None:
+            partition = await self._partition(topic, key)
+        slot = self._open.get((topic, partition))
+        if slot is None:
+            slot = self._new(topic, partition)
+        record = {"timestamp": None, "key": key, "value": value, "headers": list(headers or ())}
+        if slot[0].append(**record) is None:  # full: off it goes, the record starts the next
+            await self._ship(topic, partition)
+            slot = self._new(topic, partition)
+            if slot[0].append(**record) is None:
+                raise ValueError(f"a {len(value or b'')}-byte record does not fit a record batch")
+        return slot[1]
+
+    async def send(self) -> None:
+        """Hand every batch still open to the producer."""
+        for topic, partition in list(self._open):
+            await self._ship(topic, partition)
+
+    def abandon(self, error: BaseException) -> None:
+        """Give up the batches still open: their records fail with ``error``."""
+        for _, delivered in self._open.values():
+            if not delivered.done():
+                delivered.set_exception(error)
+        self._open.clear()
+
+    def _new(self, topic: str, partition: int) -> tuple[Any, asyncio.Future[Any]]:
+        slot = (self._producer.create_batch(), asyncio.get_running_loop().create_future())
+        self._open[(topic, partition)] = slot
+        return slot
+
+    async def _ship(self, topic: str, partition: int) -> None:
+        builder, delivered = self._open.pop((topic, partition))
+        builder.close()  # a closed builder is sent at once, not after the linger time
+        try:
+            future = await self._producer.send_batch(builder, topic, partition=partition)
+        except Exception as exc:  # noqa: BLE001 - the records' deliveries carry it
+            delivered.set_exception(exc)
+            return
+        future.add_done_callback(lambda f: _copy_outcome(f, delivered))
+
+    async def _partition(self, topic: str, key: bytes | None) -> int:
+        known = self._partitions.get(topic)
+        if known is None:
+            await self._producer.client._wait_on_metadata(topic)
+            metadata = self._producer._metadata
+            known = self._partitions[topic] = (
+                sorted(metadata.partitions_for_topic(topic)),
+                sorted(metadata.available_partitions_for_topic(topic)),
+            )
+        return int(self._producer._partitioner(key, *known))
+
+
+def _copy_outcome(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif source.exception() is not None:
+        target.set_exception(source.exception())  # type: ignore[arg-type]
+    else:
+        target.set_result(source.result())
 
 
 class Producer(faust_aiokafka.Producer):

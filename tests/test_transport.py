@@ -10,7 +10,13 @@ from faust.types import TP
 from faust.types.tuples import Message
 
 from connector import transport
-from connector.transport import Consumer, DrainingBuffer, VerifiedEndsConsumerThread, finish
+from connector.transport import (
+    Consumer,
+    DrainingBuffer,
+    RecordBatches,
+    VerifiedEndsConsumerThread,
+    finish,
+)
 
 
 def test_the_consumer_never_acknowledges_a_message_no_stream_processed():
@@ -171,3 +177,73 @@ def test_a_commit_waits_for_the_message_at_its_head():
     assert transport.commit_blocked(lowest_acked=8, head=7)
     assert not transport.commit_blocked(lowest_acked=7, head=7)
     assert not transport.commit_blocked(lowest_acked=8, head=None)
+
+
+class FakeBuilder:
+    def __init__(self, capacity: int) -> None:
+        self.capacity, self.records, self.closed = capacity, [], False
+
+    def append(self, *, timestamp, key, value, headers):
+        if self.closed or len(self.records) >= self.capacity:
+            return None
+        self.records.append((key, value))
+        return object()
+
+    def close(self):
+        self.closed = True
+
+
+class BatchProducer:
+    """aiokafka's producer as RecordBatches uses it: builders of 3 records, 2 partitions."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, list]] = []
+        self.deliveries: list[asyncio.Future] = []
+        self._metadata = SimpleNamespace(
+            partitions_for_topic=lambda t: {0, 1}, available_partitions_for_topic=lambda t: {0, 1}
+        )
+        self.client = SimpleNamespace(_wait_on_metadata=self._metadata_ready)
+        self._partitioner = lambda key, all_, available: len(key or b"") % len(all_)
+
+    async def _metadata_ready(self, topic):
+        return None
+
+    def create_batch(self):
+        return FakeBuilder(3)
+
+    async def send_batch(self, builder, topic, *, partition):
+        assert builder.closed, "an open builder would linger"
+        self.sent.append((topic, partition, builder.records))
+        self.deliveries.append(asyncio.get_running_loop().create_future())
+        return self.deliveries[-1]
+
+
+async def test_record_batches_send_whole_batches_per_partition_and_resolve_each_record():
+    producer = BatchProducer()
+    batches = RecordBatches(producer)
+    futures = [await batches.add("t", b"k" * (i % 2 + 1), b"v%d" % i) for i in range(8)]
+    # Each partition got 4 records: a full builder of 3 went out as the 4th arrived.
+    assert sorted((p, len(r)) for _, p, r in producer.sent) == [(0, 3), (1, 3)]
+    await batches.send()
+    assert sorted((p, len(r)) for _, p, r in producer.sent) == [(0, 1), (0, 3), (1, 1), (1, 3)]
+    assert not any(f.done() for f in futures)
+    for delivery in producer.deliveries[:-1]:
+        delivery.set_result("ok")
+    producer.deliveries[-1].set_exception(ConnectionError("broker gone"))
+    await asyncio.sleep(0)
+    failed = [f for f in futures if f.exception() is not None]
+    assert failed and all(isinstance(f.exception(), ConnectionError) for f in failed)
+    assert sum(f.result() == "ok" for f in futures if f.exception() is None) == 8 - len(failed)
+    # Every record sent, in the order added within its partition.
+    by_partition = {}
+    for _, p, records in producer.sent:
+        by_partition.setdefault(p, []).extend(v for _, v in records)
+    assert by_partition[1] == [b"v0", b"v2", b"v4", b"v6"]  # 1-byte keys
+    assert by_partition[0] == [b"v1", b"v3", b"v5", b"v7"]
+
+
+async def test_record_batches_abandoned_fail_their_records_instead_of_hanging():
+    batches = RecordBatches(BatchProducer())
+    future = await batches.add("t", None, b"v", partition=0)
+    batches.abandon(RuntimeError("crashed"))
+    assert isinstance(future.exception(), RuntimeError)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from collections import defaultdict
 from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 # A bundle of requests whose handling raised is tried this often, WORK_RETRY_S, 2x, 4x apart.
 WORK_ATTEMPTS = 4
 WORK_RETRY_S = 0.5
+# A follow-up tick not back after this long is taken as lost, and another one is sent.
+FOLLOW_UP_LOST_S = 10.0
 
 
 class _Sender(Protocol):
@@ -219,7 +222,13 @@ def _chunks(entries: list[tuple[PendingEntry, int]], limit: int) -> list[list[Pe
 
 
 class WorkLoop:
-    """The ``work`` agent: one partition's requests and ticks, in order."""
+    """The ``work`` agent: one partition's requests and ticks, in order.
+
+    While a batch has more to do (an emission under way), each tick asks for a follow-up
+    tick — but only one is ever on its way per partition. Without that limit every timer
+    tick during a long emission started another chain of follow-ups, and each request event
+    of the partition queued behind one emission step per chain.
+    """
 
     def __init__(
         self,
@@ -229,9 +238,18 @@ class WorkLoop:
         is_current: Callable[[Any], bool] = lambda message: True,
     ) -> None:
         self.deferred = deferred
-        self._nudge = nudge  # send this partition another tick at once
+        self._nudge = nudge  # send this partition a follow-up tick (``follow_up=True``) at once
         self.in_transit = in_transit or InTransit()
         self.is_current = is_current  # the message's partition is still this worker's
+        self._following: dict[int, float] = {}  # partition → when its follow-up tick was sent
+
+    def reset(self) -> None:
+        """A rebalance: follow-up ticks on their way may never come back to this worker."""
+        self._following.clear()
+
+    def _awaits_follow_up(self, partition: int) -> bool:
+        sent = self._following.get(partition)
+        return sent is not None and time.monotonic() - sent < FOLLOW_UP_LOST_S
 
     async def run(self, events: AsyncIterable[Any]) -> None:
         """Process work topic events until the stream ends."""
@@ -276,8 +294,16 @@ class WorkLoop:
     async def handle(self, work: WorkEvent, partition: int) -> None:
         """One work event: admit its requests, or do the partition's periodic work."""
         if work.is_tick:
-            if await self.deferred.on_tick(partition):
-                await self._nudge(partition)  # an emission is under way: continue right after
+            if work.follow_up:
+                self._following.pop(partition, None)
+            if await self.deferred.on_tick(partition) and not self._awaits_follow_up(partition):
+                # An emission is under way: continue right after.
+                self._following[partition] = time.monotonic()
+                try:
+                    await self._nudge(partition)
+                except BaseException:
+                    self._following.pop(partition, None)
+                    raise
             return
         self.in_transit.admitted(len(work.entries))
         for entry in work.entries:

@@ -170,10 +170,11 @@ class Delivery:
         Raises :class:`DeliveryFailed` (after marking the others) if any was not.
         """
         errors = await settle(s.delivery for s in sent)
+        delivered = []
         failed = 0
         for item, error in zip(sent, errors, strict=True):
             if error is None:
-                self.mark_done(index, item.entry, item.outcome)
+                delivered.append(item)
             else:
                 failed += 1
                 log.warning(
@@ -181,17 +182,22 @@ class Delivery:
                     item.entry.request_id,
                     records.exception_message(error),
                 )
+        await self.mark_all_done(index, delivered)
         if failed:
             raise DeliveryFailed(
                 f"{failed} of {len(sent)} outcomes were not delivered; they will be sent again"
             )
 
-    def mark_done(self, index: PartitionIndex, entry: PendingEntry, outcome: str) -> None:
-        """Drop the request from the index and leave its DONE marker in the table."""
+    async def mark_all_done(self, index: PartitionIndex, delivered: Sequence[Sent]) -> None:
+        """Leave the DONE markers of delivered outcomes in the table (one write), then drop
+        their requests from the index."""
+        if not delivered:
+            return
         now = self.clock()
-        index.forget(entry, now)
-        self.ledger.put_entry(entry.done(outcome, now))
-        index.done.append((now, entry.request_id))
+        await self.ledger.put_entries([item.entry.done(item.outcome, now) for item in delivered])
+        for item in delivered:
+            index.forget(item.entry, now)
+            index.done.append((now, item.entry.request_id))
 
 
 def _request(entry: PendingEntry) -> dict[str, Any]:

@@ -13,7 +13,7 @@ migrated when read.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -338,6 +338,7 @@ class WorkEvent:
     """A record of the internal work topic: admitted requests for one partition, or a tick."""
 
     entries: tuple[PendingEntry, ...] = ()  # empty: a tick
+    follow_up: bool = False  # a tick the work loop asked for itself (a batch has more to do)
 
     @property
     def is_tick(self) -> bool:
@@ -347,7 +348,7 @@ class WorkEvent:
     def to_json(self) -> dict[str, Any]:
         """The work topic's JSON value."""
         if not self.entries:
-            return {"t": "tick"}
+            return {"t": "tick", "follow_up": True} if self.follow_up else {"t": "tick"}
         return {"t": "reqs", "entries": [e.to_json() for e in self.entries]}
 
     @classmethod
@@ -358,7 +359,7 @@ class WorkEvent:
             return cls(tuple(PendingEntry.from_json(e) for e in raw["entries"]))
         if kind == "req":
             return cls((PendingEntry.from_json(raw["entry"]),))
-        return cls()
+        return cls(follow_up=bool(raw.get("follow_up")))
 
 
 class Ledger:
@@ -401,9 +402,28 @@ class Ledger:
         raw = self._pending_read.get(request_id)
         return PendingEntry.from_json(raw) if raw else None
 
+    def entries_of(self, request_ids: Sequence[str]) -> list[PendingEntry | None]:
+        """The entries of ``request_ids`` in order (None where the table has none), in one read."""
+        get_many = getattr(self._pending_read, "get_many", None)
+        raws = (
+            get_many(request_ids)
+            if get_many is not None
+            else [self._pending_read.get(rid) for rid in request_ids]
+        )
+        return [PendingEntry.from_json(raw) if raw else None for raw in raws]
+
     def put_entry(self, entry: PendingEntry) -> None:
         """Write (replace) the entry of its request id."""
         self.pending[entry.request_id] = entry.to_json()
+
+    async def put_entries(self, entries: Sequence[PendingEntry]) -> None:
+        """Write (replace) several entries, in one store write where the table can."""
+        put_many = getattr(self.pending, "put_many", None)
+        if put_many is None:
+            for entry in entries:
+                self.put_entry(entry)
+            return
+        await put_many([(entry.request_id, entry.to_json()) for entry in entries])
 
     def drop_entry(self, request_id: str) -> None:
         """Remove an entry (its done marker outlived the de-duplication window)."""

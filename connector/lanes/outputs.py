@@ -10,8 +10,10 @@ cut down until it fits; any other record that does not fit raises :class:`TooLar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import faust
@@ -26,6 +28,7 @@ from connector.lanes.records import (
     fit_failure,
 )
 from connector.serde import Codec
+from connector.transport import RecordBatches
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,10 @@ RECORD_OVERHEAD_BYTES = 512
 # Sends the broker did not acknowledge are tried again after this long (doubling, capped).
 RESEND_INITIAL_S = 0.5
 RESEND_MAX_S = 30.0
+
+
+# The record batches the current task's records go to (see Outputs.collected), if any.
+_COLLECTING: ContextVar[RecordBatches | None] = ContextVar("collecting", default=None)
 
 
 class TooLarge(BatchBridgeError):
@@ -45,9 +52,22 @@ class TooLarge(BatchBridgeError):
 
 
 async def settle(deliveries: Iterable[Awaitable[Any]]) -> list[BaseException | None]:
-    """Wait for every delivery; the error of each one that failed, else None, in order."""
-    results = await asyncio.gather(*deliveries, return_exceptions=True)
-    return [r if isinstance(r, BaseException) else None for r in results]
+    """Wait for every delivery; the error of each one that failed, else None, in order.
+
+    Most deliveries of a chunk are acknowledged by the time it is settled: only the ones
+    still pending are waited for, without a gather callback on each of thousands.
+    """
+    futures = [asyncio.ensure_future(d) for d in deliveries]
+    pending = [f for f in futures if not f.done()]
+    if pending:
+        await asyncio.wait(pending)
+    return [_error_of(f) for f in futures]
+
+
+def _error_of(future: asyncio.Future[Any]) -> BaseException | None:
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception()
 
 
 async def deliver_all(sends: Sequence[Callable[[], Awaitable[Awaitable[Any]]]], what: str) -> None:
@@ -128,8 +148,28 @@ class Outputs:
         size = len(value) + len(key_bytes or b"") + sum(len(k) + len(v) for k, v in headers or ())
         if size > self.limit(topic):
             raise TooLarge(topic, size, self.limit(topic))
+        batches = _COLLECTING.get()
+        if batches is not None:
+            return await batches.add(topic, key_bytes, value, None, headers)
         # The producer itself, not faust.Topic.send: the records are encoded already.
         return await self._app.producer.send(topic, key_bytes, value, None, None, headers)
+
+    @contextlib.asynccontextmanager
+    async def collected(self) -> AsyncIterator[None]:
+        """Within it, this task's records go out as whole record batches (see
+        :class:`~connector.transport.RecordBatches`): each full batch at once, the rest when
+        it ends. A record's awaitable still resolves only once the broker acknowledged it.
+        """
+        batches = RecordBatches.of(self._app.producer)
+        token = _COLLECTING.set(batches)
+        try:
+            yield
+        except BaseException as exc:
+            batches.abandon(exc)
+            raise
+        finally:
+            _COLLECTING.reset(token)
+        await batches.send()
 
     async def result(
         self, record: dict[str, Any], reply_topic: str | None = None

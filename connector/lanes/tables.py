@@ -14,13 +14,15 @@ recovery restores these tables. Any other store (``memory://``) keeps Faust's ow
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Any
 
 import orjson
 from faust.stores.base import SerializedStore
 from faust.streams import current_event
 from faust.types import TP
+
+from connector.transport import RecordBatches
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +57,74 @@ class DirectTable(MutableMapping[str, Any]):
         raw = self._store._get(orjson.dumps(key))
         return default if raw is None else orjson.loads(raw)
 
+    def get_many(self, keys: Sequence[str]) -> list[Any]:
+        """The values of ``keys`` (None where missing), in one RocksDB multi-get.
+
+        Like a single read inside an event, it looks in the current event's partition only.
+        """
+        db = self._partition_db()
+        if db is None:
+            return [self.get(key) for key in keys]
+        raws = db.get([orjson.dumps(key) for key in keys])
+        return [None if raw is None else orjson.loads(raw) for raw in raws]
+
     def __setitem__(self, key: str, value: Any) -> None:
         self._write(orjson.dumps(key), orjson.dumps(value))
+
+    async def put_many(self, items: Sequence[tuple[str, Any]]) -> None:
+        """Write several values: one RocksDB write batch, their changelog records in a row.
+
+        The changelog records go to the producer as whole record batches, not one Faust
+        future each through its buffer. What the buffer still holds is flushed first, so
+        the changelog keeps the order in which keys were written.
+        """
+        db = self._partition_db()
+        if db is None:
+            for key, value in items:
+                self[key] = value
+            return
+        if not items:
+            return
+        partition = self._partition()
+        encoded = [(orjson.dumps(key), orjson.dumps(value)) for key, value in items]
+        from rocksdict import WriteBatch  # the store is RocksDB (see _partition_db)
+
+        batch = WriteBatch(raw_mode=True)
+        for key_bytes, value_bytes in encoded:
+            batch.put(key_bytes, value_bytes)
+        db.write(batch)
+        producer = self.table.app.producer
+        await producer.buffer.flush()
+        topic = self._topic.get_topic_name()
+        batches = RecordBatches.of(producer)
+        counts: dict[Any, int] = {}  # a record batch's delivery → how many records it holds
+        for key_bytes, value_bytes in encoded:
+            delivered = await batches.add(topic, key_bytes, value_bytes, partition)
+            counts[delivered] = counts.get(delivered, 0) + 1
+        await batches.send()
+        epoch = self._epoch
+        for delivered, count in counts.items():
+            # A batch's delivery carries its base offset; its records follow it one by one.
+            delivered.add_done_callback(
+                lambda done, n=count: self._note_acked(done, epoch, records=n)
+            )
+
+    def _partition(self) -> int:
+        event = current_event()
+        if event is None:
+            raise RuntimeError(
+                "tables are written only while processing an event of their partition"
+            )
+        return int(event.message.partition)
+
+    def _partition_db(self) -> Any:
+        """The RocksDB of the current event's partition, when the store is rocksdict's."""
+        db_for = getattr(self._store, "_db_for_partition", None)
+        if db_for is None or not getattr(self._store, "use_rocksdict", False):
+            return None
+        if current_event() is None or self.table.is_global or self.table.use_partitioner:
+            return None
+        return db_for(self._partition())
 
     def __delitem__(self, key: str) -> None:
         key_bytes = orjson.dumps(key)
@@ -68,19 +136,14 @@ class DirectTable(MutableMapping[str, Any]):
         self._send(key, value)
 
     def _send(self, key: bytes, value: bytes | None) -> None:
-        event = current_event()
-        if event is None:
-            raise RuntimeError(
-                "tables are written only while processing an event of their partition"
-            )
-        partition = event.message.partition
+        partition = self._partition()
         future = self._topic.send_soon(
             key=key, value=value, partition=partition, key_serializer="raw", value_serializer="raw"
         )
         epoch = self._epoch
         future.add_done_callback(lambda done: self._note_acked(done, epoch))
 
-    def _note_acked(self, future: Any, epoch: int) -> None:
+    def _note_acked(self, future: Any, epoch: int, records: int = 1) -> None:
         if epoch != self._epoch or future.cancelled() or future.exception() is not None:
             return  # the producer logs failures; the persisted offset simply does not advance
         meta = future.result()
@@ -89,7 +152,10 @@ class DirectTable(MutableMapping[str, Any]):
             tp = TP(self._topic.get_topic_name(), meta.partition)
             persisted = self._store.persisted_offset(tp)  # where recovery brought the store
             run = self._runs[meta.partition] = OwnRun(-1 if persisted is None else persisted)
-        if run.add(meta.offset) and run.stuck:
+        stuck = False
+        for offset in range(meta.offset, meta.offset + records):
+            stuck = run.add(offset) or stuck
+        if stuck:
             log.warning(
                 "%s[%d]: offset %d was written by another worker; this store's persisted "
                 "offset stays below it, so a restart replays the changelog from there",

@@ -250,3 +250,25 @@ async def test_a_bundle_whose_dead_letters_cannot_be_delivered_is_tried_again_th
     assert await moved.process(0, bundle, message=None) is False
     # A tick that fails is done: the next tick does its work.
     assert await moved.process(0, WorkEvent().to_json(), message=None) is True
+
+
+async def test_a_busy_partition_has_one_follow_up_tick_on_its_way_however_many_ticks_come():
+    nudged = []
+
+    class Busy:
+        async def on_tick(self, p):
+            return True
+
+    async def nudge(p):
+        nudged.append(p)
+
+    loop = WorkLoop(Busy(), nudge)
+    await loop.handle(WorkEvent(), 0)  # a timer tick starts the chain
+    await loop.handle(WorkEvent(), 0)  # more timer ticks during the emission start none
+    await loop.handle(WorkEvent(), 0)
+    assert nudged == [0]
+    await loop.handle(WorkEvent(follow_up=True), 0)  # the follow-up came back: the next one
+    assert nudged == [0, 0]
+    loop.reset()  # a rebalance: the follow-up on its way may never come back here
+    await loop.handle(WorkEvent(), 0)
+    assert nudged == [0, 0, 0]

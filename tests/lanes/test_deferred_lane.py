@@ -283,6 +283,23 @@ async def test_restart_during_emission_resumes_and_repeats_at_most_the_unacknowl
     assert len(ids) - len(set(ids)) == 1
 
 
+async def test_a_request_the_provider_lists_twice_in_one_step_gets_one_outcome():
+    h = Harness()
+    await h.feed(*[entry(i) for i in range(4)])
+    await h.tick(21)
+    h.provider.finish_all()
+    listed = h.provider.results
+
+    async def every_line_twice(handle):
+        async for outcome in listed(handle):
+            yield outcome
+            yield outcome
+
+    h.provider.results = every_line_twice
+    await h.tick(5)
+    assert h.outcome_ids() == sorted(f"req-{i}" for i in range(4))
+
+
 async def test_a_request_is_done_only_after_its_outcome_is_acknowledged():
     h = Harness()
     await h.feed(*[entry(i) for i in range(4)])

@@ -184,6 +184,9 @@ def test_work_events_round_trip_and_read_the_first_format():
         f,
     )
     assert WorkEvent.from_json(WorkEvent().to_json()).is_tick
+    follow_up = WorkEvent.from_json(json.loads(json.dumps(WorkEvent(follow_up=True).to_json())))
+    assert follow_up.is_tick and follow_up.follow_up
+    assert not WorkEvent.from_json({"t": "tick"}).follow_up
     assert WorkEvent.from_json({"t": "req", "entry": e.to_json()}).entries == (e,)
 
 

@@ -120,3 +120,10 @@ def test_acknowledgements_from_before_a_rebalance_are_ignored(table):
     changelog.sent[0].ack()
     direct.checkpoint()
     assert store.persisted[0] == 20
+
+
+def test_a_record_batchs_delivery_counts_for_every_record_in_it(table):
+    direct, store, changelog = table
+    direct._note_acked(FakeFuture(0, 5), direct._epoch, records=3)  # offsets 5, 6, 7
+    direct.checkpoint()
+    assert store.persisted[0] == 7
