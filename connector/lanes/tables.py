@@ -25,6 +25,19 @@ from faust.types import TP
 log = logging.getLogger(__name__)
 
 
+def dumps(value: Any) -> bytes:
+    """``value`` as JSON bytes of their own size.
+
+    orjson (3.12 and later) returns bytes whose allocation is rounded up to a power of two
+    of at least 4 KB and never shrunk. A table write's key and value live on in the
+    producer's queue until the changelog acknowledges them (and keys in the store's key
+    index), so each ~300 B record held ~4 KB: 40 MB for the 10,000 member writes of one
+    batch, and a heap that glibc could not give back. The copy costs well under a
+    microsecond.
+    """
+    return bytes(memoryview(orjson.dumps(value)))
+
+
 class DirectTable(MutableMapping[str, Any]):
     """A Faust table (str keys, JSON values) read and written without Faust's per-call overhead."""
 
@@ -45,20 +58,20 @@ class DirectTable(MutableMapping[str, Any]):
         return table  # type: ignore[no-any-return]
 
     def __getitem__(self, key: str) -> Any:
-        raw = self._store._get(orjson.dumps(key))
+        raw = self._store._get(dumps(key))
         if raw is None:
             raise KeyError(key)
         return orjson.loads(raw)
 
     def get(self, key: str, default: Any = None) -> Any:
-        raw = self._store._get(orjson.dumps(key))
+        raw = self._store._get(dumps(key))
         return default if raw is None else orjson.loads(raw)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self._write(orjson.dumps(key), orjson.dumps(value))
+        self._write(dumps(key), dumps(value))
 
     def __delitem__(self, key: str) -> None:
-        key_bytes = orjson.dumps(key)
+        key_bytes = dumps(key)
         self._store._del(key_bytes)
         self._send(key_bytes, None)
 
