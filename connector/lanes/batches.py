@@ -30,7 +30,7 @@ from connector.lanes import records
 from connector.lanes.assembly import Close, Queued
 from connector.lanes.cost_control import CostControl
 from connector.lanes.delivery import Delivery, DeliveryFailed, Sent
-from connector.lanes.index import PartitionIndex
+from connector.lanes.index import Members, PartitionIndex
 from connector.lanes.ledger import BatchPhase, BatchRecord, EntryState, Ledger, PendingEntry
 from connector.lanes.outputs import Outputs
 from connector.model import BatchKey
@@ -440,7 +440,7 @@ class BatchMachine:
     def _items(self, index: PartitionIndex, batch: BatchRecord) -> list[BatchItem]:
         items = []
         profiles = []
-        for cid, rid in index.members.get(batch.batch_id, {}).items():
+        for cid, rid in index.members.get(batch.batch_id, Members()).pairs():
             entry = self.ledger.entry(rid)
             assert entry is not None and entry.request is not None
             req = entry.request
@@ -575,7 +575,7 @@ class BatchMachine:
     async def _emit_chunk(
         self, index: PartitionIndex, batch: BatchRecord, emission: _Emission
     ) -> None:
-        members = index.members.get(batch.batch_id, {})
+        members = index.members.get(batch.batch_id, Members())
         sent: list[Sent] = []
         stop_at = time.monotonic() + EMIT_STEP_S
         while len(sent) < self.settings.emit_chunk and time.monotonic() < stop_at:
@@ -608,7 +608,7 @@ class BatchMachine:
         self, index: PartitionIndex, batch: BatchRecord, reason: str, code: str | None, message: str
     ) -> int:
         """Every member still live goes through the retry rules; how many there were."""
-        members = index.members.get(batch.batch_id, {})
+        members = index.members.get(batch.batch_id, Members())
         sent = []
         for cid in list(members):
             entry = self._member(batch, members, cid)
@@ -632,7 +632,7 @@ class BatchMachine:
                 total,
             )
 
-    def _member(self, batch: BatchRecord, members: dict[str, str], cid: str) -> PendingEntry | None:
+    def _member(self, batch: BatchRecord, members: Members, cid: str) -> PendingEntry | None:
         """The live table entry behind a custom id of this batch; the table is the truth."""
         rid = members.get(cid)
         if rid is None:
