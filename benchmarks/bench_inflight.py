@@ -21,11 +21,13 @@ request, recovery seconds per request) and says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from _harness import (
     MB,
@@ -69,6 +71,7 @@ class Run:
     first_ready_s: float | None
     ready_s: float | None
     recovered_peak_rss: int
+    store_bytes: int
     outcomes: int
     duplicates: int
     warnings: list[str]
@@ -85,6 +88,15 @@ def submitted(pipe: Pipeline) -> int:
         if event["state"] == "SUBMITTED":
             counts[event["batch_id"]] = event["request_count"]
     return sum(counts.values())
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes of the files under ``path`` (RocksDB may remove some while we count)."""
+    total = 0
+    for f in path.rglob("*"):
+        with contextlib.suppress(OSError):
+            total += f.stat().st_size if f.is_file() else 0
+    return total
 
 
 def run(broker, url: str, scratch, skew, size: int, timeout: float) -> Run:  # noqa: ANN001
@@ -107,6 +119,7 @@ def run(broker, url: str, scratch, skew, size: int, timeout: float) -> Run:  # n
         time.sleep(2.0)  # let whatever follows a submit (table writes, polls) settle
         peak = proc_status(worker.pid, "VmHWM")
         settled = proc_status(worker.pid, "VmRSS")
+        store = disk_usage(pipe.tmp / "data")
         if worker.poll() is not None:
             raise RuntimeError(
                 f"worker exited with code {worker.returncode}:\n{pipe.log_excerpt()}"
@@ -136,6 +149,7 @@ def run(broker, url: str, scratch, skew, size: int, timeout: float) -> Run:  # n
             first_ready,
             ready,
             recovered_peak,
+            store,
             len(outcomes),
             duplicates,
             log_summary(pipe, 4),
@@ -206,6 +220,8 @@ def main() -> int:
             f"RSS (VmRSS) 2 s after the last submit: {target.rss / MB:,.0f} MB at {n:,}, {base.rss / MB:,.0f} MB at {b:,}",
             f"produce → all submitted: {target.admitted_s:.0f} s for {n:,} ({n / target.admitted_s:,.0f} req/s), "
             f"{base.admitted_s:.0f} s for {b:,}",
+            f"worker's data dir (RocksDB) with all in flight: {target.store_bytes / MB:,.0f} MB at {n:,}, "
+            f"{base.store_bytes / MB:,.0f} MB at {b:,}",
             f"peak RSS of the worker started after kill -9, 2 s after ready (index rebuilt): "
             f"{target.recovered_peak_rss / MB:,.0f} MB at {n:,}, {base.recovered_peak_rss / MB:,.0f} MB at {b:,}",
             small,
