@@ -28,6 +28,10 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
+def _text(raw: bytes | bytearray) -> str:
+    return raw.decode("utf-8", "surrogatepass")
+
+
 class Members(MutableMapping[str, str]):
     """One batch's custom id → request id map, packed: no Python object per member.
 
@@ -62,9 +66,9 @@ class Members(MutableMapping[str, str]):
 
     def _rid(self, pos: int) -> str:
         if not self._flags[pos] & _OWN_RID:
-            return self._cid(pos).decode()
+            return _text(self._cid(pos))
         start = self._rid_ends[pos - 1] if pos else 0
-        return self._rids[start : self._rid_ends[pos]].decode("utf-8", "surrogatepass")
+        return _text(self._rids[start : self._rid_ends[pos]])
 
     def _sorted(self) -> array[int]:
         if self._order is None:
@@ -118,7 +122,7 @@ class Members(MutableMapping[str, str]):
 
     def __iter__(self) -> Iterator[str]:
         for pos, _ in self._members():
-            yield self._cid(pos).decode()
+            yield _text(self._cid(pos))
 
     def __len__(self) -> int:
         self._sorted()
@@ -133,7 +137,7 @@ class Members(MutableMapping[str, str]):
     def pairs(self) -> Iterator[tuple[str, str]]:
         """(custom id, request id) of every member, in the order they were added."""
         for pos, _ in self._members():
-            yield self._cid(pos).decode(), self._rid(pos)
+            yield _text(self._cid(pos)), self._rid(pos)
 
     def __repr__(self) -> str:
         return f"Members({dict(self.pairs())!r})"
