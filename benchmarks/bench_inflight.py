@@ -21,11 +21,13 @@ request, recovery seconds per request) and says so.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from _harness import (
     MB,
@@ -68,6 +70,8 @@ class Run:
     rss: int
     first_ready_s: float | None
     ready_s: float | None
+    recovered_peak_rss: int
+    store_bytes: int
     outcomes: int
     duplicates: int
     warnings: list[str]
@@ -84,6 +88,15 @@ def submitted(pipe: Pipeline) -> int:
         if event["state"] == "SUBMITTED":
             counts[event["batch_id"]] = event["request_count"]
     return sum(counts.values())
+
+
+def disk_usage(path: Path) -> int:
+    """Bytes of the files under ``path`` (RocksDB may remove some while we count)."""
+    total = 0
+    for f in path.rglob("*"):
+        with contextlib.suppress(OSError):
+            total += f.stat().st_size if f.is_file() else 0
+    return total
 
 
 def run(broker, url: str, scratch, skew, size: int, timeout: float) -> Run:  # noqa: ANN001
@@ -106,13 +119,16 @@ def run(broker, url: str, scratch, skew, size: int, timeout: float) -> Run:  # n
         time.sleep(2.0)  # let whatever follows a submit (table writes, polls) settle
         peak = proc_status(worker.pid, "VmHWM")
         settled = proc_status(worker.pid, "VmRSS")
+        store = disk_usage(pipe.tmp / "data")
         if worker.poll() is not None:
             raise RuntimeError(
                 f"worker exited with code {worker.returncode}:\n{pipe.log_excerpt()}"
             )
         pipe.kill(worker, signal.SIGKILL)
-        pipe.start_worker(**WORKER)
+        second = pipe.start_worker(**WORKER)
         ready = wait_for_line(pipe.log_path(1), READY_LINE, max(120.0, timeout))
+        time.sleep(2.0)  # the first tick rebuilds the partition indexes from the tables
+        recovered_peak = proc_status(second.pid, "VmHWM")
         with ResultWatcher(pipe.settings) as watcher:
             skew.value += 10 * PROCESSING_S  # every batch in flight ends now
             outcomes = watcher.wait_for(ids, timeout)
@@ -132,6 +148,8 @@ def run(broker, url: str, scratch, skew, size: int, timeout: float) -> Run:  # n
             settled,
             first_ready,
             ready,
+            recovered_peak,
+            store,
             len(outcomes),
             duplicates,
             log_summary(pipe, 4),
@@ -202,6 +220,10 @@ def main() -> int:
             f"RSS (VmRSS) 2 s after the last submit: {target.rss / MB:,.0f} MB at {n:,}, {base.rss / MB:,.0f} MB at {b:,}",
             f"produce → all submitted: {target.admitted_s:.0f} s for {n:,} ({n / target.admitted_s:,.0f} req/s), "
             f"{base.admitted_s:.0f} s for {b:,}",
+            f"worker's data dir (RocksDB) with all in flight: {target.store_bytes / MB:,.0f} MB at {n:,}, "
+            f"{base.store_bytes / MB:,.0f} MB at {b:,}",
+            f"peak RSS of the worker started after kill -9, 2 s after ready (index rebuilt): "
+            f"{target.recovered_peak_rss / MB:,.0f} MB at {n:,}, {base.recovered_peak_rss / MB:,.0f} MB at {b:,}",
             small,
         ],
     )

@@ -230,9 +230,9 @@ class Settings(BaseSettings):
     )
     realtime_concurrency: int = Field(8, ge=1)
     realtime_timeout_s: float = Field(60.0, gt=0)
-    max_pending_requests: int = Field(
-        1_000_000, ge=1
-    )  # per worker, queued + in flight: ~100 B of memory each on rocksdb
+    # Per worker, queued + in flight. On rocksdb each costs its entry on disk (request +
+    # ~0.5 KB) and 1–1.6 KB of measured RSS (benchmarks/README.md); see .env.example.
+    max_pending_requests: int = Field(1_000_000, ge=1)
     batch_concurrency: int = Field(
         8, ge=1
     )  # batches of one partition whose provider calls may overlap

@@ -30,7 +30,7 @@ from connector.lanes import records
 from connector.lanes.assembly import Close, Queued
 from connector.lanes.cost_control import CostControl
 from connector.lanes.delivery import Delivery, DeliveryFailed, Sent
-from connector.lanes.index import PartitionIndex
+from connector.lanes.index import Members, PartitionIndex
 from connector.lanes.ledger import BatchPhase, BatchRecord, EntryState, Ledger, PendingEntry
 from connector.lanes.outputs import Outputs
 from connector.model import BatchKey
@@ -443,7 +443,7 @@ class BatchMachine:
     def _items(self, index: PartitionIndex, batch: BatchRecord) -> list[BatchItem]:
         items = []
         profiles = []
-        for cid, rid in index.members.get(batch.batch_id, {}).items():
+        for cid, rid in index.members.get(batch.batch_id, Members()).pairs():
             entry = self.ledger.entry(rid)
             assert entry is not None and entry.request is not None
             req = entry.request
@@ -583,7 +583,7 @@ class BatchMachine:
         Outcomes are read a slice at a time and their requests' entries fetched in one read
         per slice; a request is sent once per step even if the provider lists it twice.
         """
-        members = index.members.get(batch.batch_id, {})
+        members = index.members.get(batch.batch_id, Members())
         sent: list[Sent] = []
         seen: set[str] = set()
         stop_at = time.monotonic() + EMIT_STEP_S
@@ -623,7 +623,7 @@ class BatchMachine:
         self, index: PartitionIndex, batch: BatchRecord, reason: str, code: str | None, message: str
     ) -> int:
         """Every member still live goes through the retry rules; how many there were."""
-        members = index.members.get(batch.batch_id, {})
+        members = index.members.get(batch.batch_id, Members())
         sent = []
         for cid in list(members):
             entry = self._member(batch, members, cid)
@@ -647,12 +647,12 @@ class BatchMachine:
                 total,
             )
 
-    def _member(self, batch: BatchRecord, members: dict[str, str], cid: str) -> PendingEntry | None:
+    def _member(self, batch: BatchRecord, members: Members, cid: str) -> PendingEntry | None:
         """The live table entry behind a custom id of this batch; the table is the truth."""
         return self._members(batch, members, [cid])[0]
 
     def _members(
-        self, batch: BatchRecord, members: dict[str, str], cids: list[str]
+        self, batch: BatchRecord, members: Members, cids: list[str]
     ) -> list[PendingEntry | None]:
         """:meth:`_member` of each custom id, their entries read from the table at once."""
         rids = [members.get(cid) for cid in cids]

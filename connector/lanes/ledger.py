@@ -430,8 +430,12 @@ class Ledger:
         del self.pending[request_id]
 
     def entries(self) -> Iterator[PendingEntry]:
-        """Every entry in the table."""
-        for raw in list(self._pending_read.values()):
+        """Every entry in the table, read one at a time (do not write the table meanwhile).
+
+        Never the whole table at once: a worker rebuilding its index with 1,000,000
+        requests in flight would hold every decoded request (~1 KB each) together.
+        """
+        for raw in self._pending_read.values():
             if raw:
                 yield PendingEntry.from_json(raw)
 
@@ -449,7 +453,7 @@ class Ledger:
         del self.batches[batch_id]
 
     def all_batches(self) -> Iterator[BatchRecord]:
-        """Every batch record in the table."""
-        for raw in list(self._batches_read.values()):
+        """Every batch record in the table, read one at a time (do not write the table meanwhile)."""
+        for raw in self._batches_read.values():
             if raw:
                 yield BatchRecord.from_json(raw)
