@@ -183,7 +183,7 @@ class BatchMachine:
                     part = sized[start : start + run]
                     start += run
                     ids_ = tuple(s.ref.request_id for s in part)
-                    batch = self._open_one(
+                    batch = await self._open_one(
                         index,
                         partition,
                         key,
@@ -195,7 +195,7 @@ class BatchMachine:
                         waits_for.append(batch.batch_id)
         await self.delivery.settle(index, rejected)
 
-    def _open_one(
+    async def _open_one(
         self,
         index: PartitionIndex,
         partition: int,
@@ -224,13 +224,19 @@ class BatchMachine:
         self.costs.opened(batch, [queue[rid] for rid in close.request_ids])
         self.ledger.put_batch(batch)
         index.add_batch(batch)
-        for cid, rid in assign_custom_ids(close.request_ids).items():
-            entry = self.ledger.entry(rid)
+        ids = assign_custom_ids(close.request_ids)
+        # The members' entries in one read and one write (a record batch to the changelog,
+        # after the INTENT record): per-member reads and writes were 10 % of a worker's CPU.
+        members = []
+        for (cid, rid), entry in zip(
+            ids.items(), self.ledger.entries_of(list(ids.values())), strict=True
+        ):
             assert entry is not None
             index.take_queued(key, rid)
             member = entry.batched(batch.batch_id, cid)
-            self.ledger.put_entry(member)
+            members.append(member)
             index.add_member(member)
+        await self.ledger.put_entries(members)
         self._fresh.add(batch.batch_id)
         metrics.labelled(metrics.BATCH_TRANSITIONS, key.provider, BatchPhase.INTENT).inc()
         log.info(
