@@ -449,8 +449,9 @@ class BatchMachine:
     def _items(self, index: PartitionIndex, batch: BatchRecord) -> list[BatchItem]:
         items = []
         profiles = []
-        for cid, rid in index.members.get(batch.batch_id, Members()).pairs():
-            entry = self.ledger.entry(rid)
+        pairs = list(index.members.get(batch.batch_id, Members()).pairs())
+        entries = self.ledger.entries_of([rid for _, rid in pairs])  # one multi-get
+        for (cid, _), entry in zip(pairs, entries, strict=True):
             assert entry is not None and entry.request is not None
             req = entry.request
             items.append(
