@@ -306,12 +306,7 @@ class WorkLoop:
                     raise
             return
         self.in_transit.admitted(len(work.entries))
-        for entry in work.entries:
-            try:
-                await self.deferred.on_request(entry, partition)
-            except Exception as exc:  # noqa: BLE001 - one request must not stop the bundle
-                log.exception("work partition %d: admitting %s failed", partition, entry.request_id)
-                await self.deferred.reject(entry, partition, exc)
+        await self.deferred.on_requests(work.entries, partition)
 
 
 class InputThrottle:

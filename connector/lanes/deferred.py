@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping, Sequence
 from typing import Any
 
 from connector import metrics
@@ -108,26 +108,56 @@ class DeferredLane:
 
     # ---------------------------------------------------------------- requests
     async def on_request(self, entry: PendingEntry, p: int) -> None:
-        """Admit one request to partition ``p``.
+        """Admit one request to partition ``p`` (see :meth:`on_requests`)."""
+        await self.on_requests([entry], p)
+
+    async def on_requests(self, entries: Sequence[PendingEntry], p: int) -> None:
+        """Admit a bundle of requests to partition ``p``: one read, one write for them all.
 
         A request id seen before is new work only with a higher attempt, or as a replay of
         a dead letter (``replay_of``) once its earlier run is done. Anything else, the same
         request_id sent twice with different bodies included, is a replay: ignored (the
-        first one gets the one outcome).
+        first one gets the one outcome). A request whose admission fails is dead-lettered;
+        the rest of the bundle goes on. If the write itself fails, the bundle raises and is
+        handled again: its requests are then replays, rewritten and queued where missing.
         """
         part = self._part(p)
-        existing = self.ledger.entry(entry.request_id)
-        if existing and (entry.repeats(existing) or existing.state is not EntryState.DONE):
-            metrics.DUPLICATES.inc()
-            if existing.state is EntryState.QUEUED and entry.repeats(existing):
-                # Rewrite it: a crash may have kept this write in the local store only.
-                self.ledger.put_entry(existing)
-            return
-        entry = self.costs.profiled(entry.queued(p, self.clock()))
-        self.ledger.put_entry(entry)
-        part.add_queued(entry)
-        metrics.labelled(metrics.REQUESTS_IN, "deferred").inc()
-        await self._close_due(part, p, entry.batch_key, full_only=True)
+        ids = [entry.request_id for entry in entries]
+        known = dict(zip(ids, self.ledger.entries_of(ids), strict=True))
+        writes: dict[str, PendingEntry] = {}
+        fresh: dict[str, PendingEntry] = {}  # to queue, in arrival order
+        for entry in entries:
+            rid = entry.request_id
+            existing = writes.get(rid) or known[rid]
+            if existing and (entry.repeats(existing) or existing.state is not EntryState.DONE):
+                metrics.DUPLICATES.inc()
+                if existing.state is EntryState.QUEUED and entry.repeats(existing):
+                    # Rewrite it: a crash may have kept this write in the local store only.
+                    writes.setdefault(rid, existing)
+                    if existing.partition == p and rid not in part.queued.get(
+                        existing.batch_key, {}
+                    ):
+                        fresh.setdefault(rid, existing)  # an earlier try failed to write
+                continue
+            try:
+                queued = self.costs.profiled(entry.queued(p, self.clock()))
+            except Exception as exc:  # noqa: BLE001 - this request is broken, not the bundle
+                await self._reject_failed(entry, p, exc)
+                known[rid] = self.ledger.entry(rid)  # its dead letter's done marker
+                continue
+            writes[rid] = fresh[rid] = queued
+        await self.ledger.put_entries(list(writes.values()))
+        for entry in fresh.values():
+            try:
+                part.add_queued(entry)
+                metrics.labelled(metrics.REQUESTS_IN, "deferred").inc()
+                await self._close_due(part, p, entry.batch_key, full_only=True)
+            except Exception as exc:  # noqa: BLE001 - this request is broken, not the bundle
+                await self._reject_failed(entry, p, exc)
+
+    async def _reject_failed(self, entry: PendingEntry, p: int, exc: Exception) -> None:
+        log.error("work partition %d: admitting %s failed", p, entry.request_id, exc_info=exc)
+        await self.reject(entry, p, exc)
 
     async def reject(self, entry: PendingEntry, p: int, exc: Exception) -> None:
         """Dead-letter a request that could not be admitted (``internal_error``)."""

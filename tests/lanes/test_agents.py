@@ -173,18 +173,15 @@ async def test_deliver_all_gives_up_on_nothing(monkeypatch):
     assert work.sent == [(None, 1)]
 
 
-async def test_the_work_loop_asks_for_another_tick_while_a_batch_is_busy_and_dead_letters_bad_requests():
-    nudged, rejected = [], []
+async def test_the_work_loop_asks_for_another_tick_while_a_batch_is_busy_and_hands_on_bundles():
+    nudged, bundles = [], []
 
     class Lane:
         async def on_tick(self, p):
             return p == 1
 
-        async def on_request(self, entry, p):
-            raise RuntimeError("bug")
-
-        async def reject(self, entry, p, exc):
-            rejected.append((entry, type(exc).__name__))
+        async def on_requests(self, entries, p):
+            bundles.append((list(entries), p))
 
     async def nudge(p):
         nudged.append(p)
@@ -195,8 +192,8 @@ async def test_the_work_loop_asks_for_another_tick_while_a_batch_is_busy_and_dea
     assert nudged == [1]
     from tests.lanes.test_deferred_lane import entry
 
-    await loop.handle(WorkEvent((entry(1),)), 0)
-    assert rejected == [(entry(1), "RuntimeError")]
+    await loop.handle(WorkEvent((entry(1), entry(2))), 0)
+    assert bundles == [([entry(1), entry(2)], 0)]
 
 
 @pytest.mark.parametrize("size", [10, 300])
@@ -220,14 +217,12 @@ async def test_a_bundle_whose_dead_letters_cannot_be_delivered_is_tried_again_th
     class Lane:
         fails = 2
 
-        async def on_request(self, e, p):
-            if e == entry(1) and Lane.fails:
-                Lane.fails -= 1
-                raise RuntimeError("bug")
-            admitted.append(e.request_id)
-
-        async def reject(self, e, p, exc):
-            raise DeliveryError("broker unreachable")
+        async def on_requests(self, entries, p):
+            for e in entries:
+                if e == entry(1) and Lane.fails:
+                    Lane.fails -= 1  # its dead letter could not be delivered
+                    raise DeliveryError("broker unreachable")
+                admitted.append(e.request_id)
 
     class DeliveryError(Exception):
         pass

@@ -11,6 +11,8 @@ import json
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector.config import BatchingSettings, Settings
 from connector.lanes.deferred import DeferredLane
@@ -128,6 +130,115 @@ async def test_count_close_submit_poll_emit_end_to_end():
     assert all(e.state is EntryState.DONE for e in h.ledger.entries())
     assert [e["state"] for e in h.out.events] == ["SUBMITTED", "ENDED", "EMITTED"]
     assert h.records()[0].phase is BatchPhase.EMITTED
+
+
+BUNDLES = st.lists(
+    st.tuples(st.integers(0, 13), st.integers(1, 2), st.booleans()), min_size=1, max_size=30
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(arrivals=BUNDLES, done_first=st.lists(st.integers(0, 13), max_size=4))
+def test_a_bundle_is_admitted_exactly_as_its_requests_one_by_one(arrivals, done_first):
+    """Replays, higher attempts and count closes inside one bundle: the same tables, batches
+    and outcomes as admitting each request on its own."""
+
+    async def run(bundled: bool) -> Harness:
+        h = Harness()
+        for i in done_first:  # earlier runs already done: a replay, or new work (attempt 2)
+            h.pending[f"req-{i}"] = entry(i).queued(0, 0).done("result", 0).to_json()
+        entries = [entry(i, attempt=a, text="x" if other else None) for i, a, other in arrivals]
+        if bundled:
+            await h.lane.on_requests(entries, 0)
+        else:
+            await h.feed(*entries)
+        return h
+
+    def seen(h: Harness) -> str:
+        """Its tables, outcomes and queue, batch ids (random) numbered in creation order."""
+        text = repr((h.pending, h.batches, h.out.results, h.out.failures, h.lane._part(0).queued))
+        for n, batch_id in enumerate(h.batches):
+            text = text.replace(batch_id, f"batch-{n}")
+        return text
+
+    assert seen(asyncio.run(run(True))) == seen(asyncio.run(run(False)))
+
+
+async def test_a_request_whose_admission_fails_is_dead_lettered_and_the_bundle_goes_on(
+    monkeypatch,
+):
+    h = Harness()
+    profiled = h.lane.costs.profiled
+
+    def broken(e):
+        if e.request_id == "req-1":
+            raise ValueError("cannot profile")
+        return profiled(e)
+
+    monkeypatch.setattr(h.lane.costs, "profiled", broken)
+    await h.lane.on_requests([entry(0), entry(1), entry(2), entry(1)], 0)
+    assert [f["request_id"] for f in h.out.failures] == ["req-1"]  # once, not per copy
+    assert h.out.failures[0]["error_class"] == "internal_error"
+    assert {e.request_id: e.state for e in h.ledger.entries()} == {
+        "req-0": EntryState.QUEUED,
+        "req-1": EntryState.DONE,
+        "req-2": EntryState.QUEUED,
+    }
+    assert list(h.lane._part(0).queued[BatchKey.parse(KEY)]) == ["req-0", "req-2"]
+
+
+async def test_a_bundle_whose_write_failed_half_way_is_queued_when_handled_again(monkeypatch):
+    """The store took the entries but the changelog send raised: the bundle is handled again,
+    and its requests, replays now, are rewritten and queued (not left in the table only)."""
+    h = Harness()
+    write = h.lane.ledger.put_entries
+    calls = []
+
+    async def half_way(entries):
+        calls.append([e.request_id for e in entries])
+        await write(entries)
+        if len(calls) == 1:
+            raise ConnectionError("changelog send failed")
+
+    monkeypatch.setattr(h.lane.ledger, "put_entries", half_way)
+    bundle = [entry(i) for i in range(3)]
+    with pytest.raises(ConnectionError):
+        await h.lane.on_requests(bundle, 0)
+    assert not h.lane._part(0).queued  # written, not queued
+    await h.lane.on_requests(bundle, 0)
+    assert calls[1] == ["req-0", "req-1", "req-2"]  # rewritten
+    assert list(h.lane._part(0).queued[BatchKey.parse(KEY)]) == ["req-0", "req-1", "req-2"]
+    await h.lane.on_requests(bundle, 0)  # a third time: queued already, not twice
+    assert h.lane._part(0).queued_bytes[BatchKey.parse(KEY)] == sum(e.size for e in bundle)
+    await h.tick(21)
+    h.provider.finish_all()
+    await h.tick(5)
+    assert h.outcome_ids() == ["req-0", "req-1", "req-2"]
+
+
+async def test_a_batch_larger_than_a_member_chunk_is_closed_and_submitted_whole(monkeypatch):
+    from connector.lanes import batches
+
+    monkeypatch.setattr(batches, "MEMBER_CHUNK", 3)
+    h = Harness()
+    writes = []
+    put = h.lane.ledger.put_entries
+
+    async def counted(entries):
+        writes.append(len(entries))
+        await put(entries)
+
+    monkeypatch.setattr(h.lane.ledger, "put_entries", counted)
+    await h.feed(*[entry(i) for i in range(10)])
+    assert writes[-4:] == [3, 3, 3, 1]  # the close: its members in chunks
+    assert {e.state for e in h.ledger.entries()} == {EntryState.BATCHED}
+    await h.tick()
+    assert h.provider.submits == 1
+    (submitted,) = h.provider.batches.values()
+    assert len(submitted["items"]) == 10
+    h.provider.finish_all()
+    await h.tick(5)
+    assert h.outcome_ids() == sorted(f"req-{i}" for i in range(10))
 
 
 async def test_replayed_request_is_not_added_twice():

@@ -38,13 +38,19 @@ class DeferredLaneMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         self.loop.close()
 
-    @rule(text=st.sampled_from(TEXTS), count=st.integers(1, 3))
-    def arrive(self, text, count):
+    @rule(text=st.sampled_from(TEXTS), count=st.integers(1, 3), bundled=st.booleans())
+    def arrive(self, text, count, bundled):
+        bundle = []
         for _ in range(count):
             e = entry(self.next_id, text=f"{text}", rid=f"r{self.next_id}")
             self.next_id += 1
             self.sent[e.request_id] = e
-            self.run(self.h.lane.on_request(e, 0))
+            bundle.append(e)
+        if bundled:  # one work event carrying them all, a replay included
+            self.run(self.h.lane.on_requests([*bundle, bundle[0]], 0))
+        else:
+            for e in bundle:
+                self.run(self.h.lane.on_request(e, 0))
 
     @precondition(lambda self: self.sent)
     @rule(data=st.data())
