@@ -102,7 +102,7 @@ class AvroCodec:
         buf = io.BytesIO()
         try:
             fastavro.schemaless_writer(buf, _parsed(schema), full)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise EncodeError(f"{schema} record does not fit its schema: {exc}") from exc
         return buf.getvalue()
 
