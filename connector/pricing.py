@@ -66,6 +66,10 @@ class Costs:
     cache_savings_usd: float = 0.0  # saved by cache reads/writes in this tier (< 0: cost)
 
 
+# How many (model, token counts, tier) costs a price table remembers before it starts over.
+COSTS_REMEMBERED = 4096
+
+
 def split_input(usage: Usage) -> tuple[int, int, int]:
     """``(fresh, cache reads, cache writes)`` of the input tokens, clamped to add up."""
     read = max(0, min(usage.cached_tokens, usage.input_tokens))
@@ -82,6 +86,8 @@ class PriceTable:
 
     def __init__(self, data: dict[str, Any]) -> None:
         self._found: dict[tuple[str, str], ModelPrice] = {}  # model names resolved once
+        # The costs of the token counts seen last: a batch's results repeat them a lot.
+        self._priced: dict[tuple[str, str, Usage, str], Costs] = {}
         try:
             self._providers = {
                 str(provider): _provider_prices(str(provider), entry)
@@ -146,6 +152,15 @@ class PriceTable:
         """
         if tier is None:
             tier = "batch" if batch else "standard"
+        key = (provider, model, usage, tier)
+        found = self._priced.get(key)
+        if found is None:
+            if len(self._priced) >= COSTS_REMEMBERED:
+                self._priced.clear()
+            found = self._priced[key] = self._costs(provider, model, usage, tier)
+        return found
+
+    def _costs(self, provider: str, model: str, usage: Usage, tier: Tier) -> Costs:
         if tier not in TIERS:
             raise ValueError(f"tier must be one of {TIERS}, got {tier!r}")
         price = self.price(provider, model)

@@ -23,6 +23,7 @@ import fastavro
 from fastavro.validation import validate
 
 from connector import schemas
+from connector.avro_fast import Writer, compile_writer
 from connector.config import Settings
 from connector.errors import ConfigError, DecodeError, EncodeError
 
@@ -74,6 +75,12 @@ def _parsed(schema: str) -> Any:
 
 
 @lru_cache(maxsize=64)
+def _writer(schema: str) -> Writer | None:
+    # Compiled once per schema, like the parsed schema above.
+    return compile_writer(schemas.schema_dict(schema))
+
+
+@lru_cache(maxsize=64)
 def _defaults(schema: str) -> tuple[tuple[str, Any], ...]:
     # Expanding a schema deep-copies it: once per schema, not once per record.
     return tuple(schemas.defaults(schema).items())
@@ -85,10 +92,17 @@ class AvroCodec:
     name = "avro"
 
     def encode(self, schema: str, record: dict[str, Any], topic: str) -> bytes:
+        full = with_defaults(schema, record)
+        writer = _writer(schema)
+        if writer is not None:
+            try:
+                return writer(full)
+            except Exception:  # noqa: BLE001, S110 - fastavro writes it or says what is wrong
+                pass
         buf = io.BytesIO()
         try:
-            fastavro.schemaless_writer(buf, _parsed(schema), with_defaults(schema, record))
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            fastavro.schemaless_writer(buf, _parsed(schema), full)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
             raise EncodeError(f"{schema} record does not fit its schema: {exc}") from exc
         return buf.getvalue()
 

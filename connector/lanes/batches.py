@@ -565,6 +565,9 @@ class BatchMachine:
                 emission = _Emission(_no_outcomes(), exhausted=True)
             else:
                 emission = _Emission(provider.results(batch.handle))
+                # Each result's member is looked up twice; a failed step keeps the dict
+                # until the emission that ends the batch (which retires its members).
+                index.members[batch.batch_id].hold_lookups()
             self._emissions[batch.batch_id] = emission
         if not emission.exhausted:
             await self._emit_chunk(index, batch, emission)
@@ -579,6 +582,7 @@ class BatchMachine:
             index, batch, reason, batch.error_code, message
         )
         self._emissions.pop(batch.batch_id, None)
+        index.members.get(batch.batch_id, Members()).release_lookups()
         self._report_systemic(batch, emission.succeeded, emission.failed)
         await self.set_phase(
             index,

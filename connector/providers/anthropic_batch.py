@@ -36,7 +36,7 @@ from connector.providers.exceptions import (
     ReconcilePending,
     error_for_status,
 )
-from connector.providers.jsonl import outcomes_from_lines
+from connector.providers.jsonl import lines_of, outcomes_from_lines
 from connector.providers.limits import ANTHROPIC_LIMITS
 from connector.providers.outcomes import (
     anthropic_error_fields,
@@ -213,13 +213,13 @@ class AnthropicBatchProvider(Provider):
     async def results(self, handle: BatchHandle) -> AsyncIterator[Outcome]:
         """Every line of the batch's results file."""
         # The SDK's own JSONL decoder stops at the first malformed line and reads 64-byte
-        # chunks; the streamed raw response gives whole lines from httpx instead.
+        # chunks; the streamed raw response gives its byte chunks, cut into lines here.
         with self._sdk_errors():
             async with self._client.messages.batches.with_streaming_response.results(
                 handle.batch_id
             ) as response:
                 async for outcome in outcomes_from_lines(
-                    response.iter_lines(),
+                    lines_of(response.iter_bytes()),
                     anthropic_outcome,
                     source=f"results of {handle.batch_id}",
                     on_malformed=self._count_malformed,

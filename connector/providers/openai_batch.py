@@ -36,7 +36,7 @@ from connector.providers.exceptions import (
     ProviderUnavailable,
     error_for_status,
 )
-from connector.providers.jsonl import outcomes_from_lines
+from connector.providers.jsonl import lines_of, outcomes_from_lines
 from connector.providers.limits import OPENAI_LIMITS, named_limits
 from connector.providers.outcomes import (
     error_outcome,
@@ -281,7 +281,7 @@ class OpenAIBatchProvider(Provider):
         with self._sdk_errors():
             async with self._client.files.with_streaming_response.content(file_id) as response:
                 async for outcome in outcomes_from_lines(
-                    response.iter_lines(),
+                    lines_of(response.iter_bytes()),
                     openai_outcome,
                     source=f"{self.name} file {file_id}",
                     on_malformed=self._count_malformed,

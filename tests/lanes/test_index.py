@@ -31,6 +31,53 @@ def test_members_behave_like_a_dict(ops: list[tuple[str, str, str]]) -> None:
     assert sorted(members) == sorted(model)
 
 
+few_ids = st.sampled_from(["a", "b", "c", "d", "e"])  # ids repeat: replaced and re-added members
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["set", "del", "get", "hold", "release"]), few_ids, ids),
+        max_size=80,
+    )
+)
+def test_members_behave_like_a_dict_when_ids_repeat(ops: list[tuple[str, str, str]]) -> None:
+    # Lookups first try the member found last and the next one added: a replaced or
+    # removed member there must never be taken for the live one.
+    members, model = Members(), {}
+    for op, cid, rid in ops:
+        if op == "set":
+            members[cid] = rid
+            model[cid] = rid
+        elif op == "del":
+            assert members.pop(cid, None) == model.pop(cid, None)
+        elif op == "hold":
+            members.hold_lookups()
+        elif op == "release":
+            members.release_lookups()
+        for other in ("a", "b", "c", "d", "e"):
+            assert members.get(other) == model.get(other)
+        assert len(members) == len(model)
+    assert dict(members.pairs()) == model
+
+
+def test_members_found_in_any_order() -> None:
+    rids = [f"req-{i:05d}" for i in range(2_000)]
+    members = Members(assign_custom_ids(rids))
+    in_order = list(members)
+    shuffled = in_order[1::2] + in_order[-2::-2]  # odd ones, then the even ones backwards
+    for cid in shuffled[:1000]:
+        assert members.pop(cid) == cid
+    for cid in in_order:
+        assert members.get(cid) == (None if cid in shuffled[:1000] else cid)
+    assert len(members) == 1000
+    members.hold_lookups()
+    for cid in shuffled[1000:1500]:
+        assert members.pop(cid) == cid
+    for cid in in_order:
+        assert members.get(cid) == (None if cid in shuffled[:1500] else cid)
+    assert len(members) == 500
+
+
 def test_members_keep_the_order_they_were_added_in() -> None:
     rids = [f"r-{i}" for i in range(50)] + ["a:b", "\udcff lone surrogate", "ü"]
     members = Members(assign_custom_ids(rids))
