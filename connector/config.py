@@ -231,7 +231,7 @@ class Settings(BaseSettings):
     realtime_concurrency: int = Field(8, ge=1)
     realtime_timeout_s: float = Field(60.0, gt=0)
     # Per worker, queued + in flight. On rocksdb each costs its entry on disk (request +
-    # ~0.5 KB) and 1–1.6 KB of measured RSS (benchmarks/README.md); see .env.example.
+    # ~0.5 KB); peak RSS was 557 MB at 1,000,000 in flight (benchmarks/README.md).
     max_pending_requests: int = Field(1_000_000, ge=1)
     batch_concurrency: int = Field(
         8, ge=1
