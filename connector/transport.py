@@ -178,6 +178,31 @@ class Consumer(faust_aiokafka.Consumer):
                     await self.seek(tp, again)
                     continue
             yield tp, message
+        # Records this fetch returned that were not delivered (flow stopped, the generation
+        # changed, the partition was inactive): aiokafka's position is past them. With no
+        # later record to show the jump, the last records of a quiet partition stayed
+        # unread until more arrived; read them again now.
+        fetched, self.__dict__["_fetched_last"] = self.__dict__.get("_fetched_last") or {}, {}
+        assigned = self.assignment()
+        for tp, offset in guard.undelivered(fetched).items():
+            if tp not in rereading and tp in assigned and acking(tp.topic):
+                log.warning(
+                    "%s[%d]: fetched up to offset %d, delivered up to %d; reading from %d again",
+                    tp.topic,
+                    tp.partition,
+                    fetched[tp],
+                    offset - 1,
+                    offset,
+                )
+                await self.seek(tp, offset)
+
+    async def _wait_next_records(self, timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109
+        records, active = await super()._wait_next_records(timeout)
+        if records:
+            self.__dict__["_fetched_last"] = {
+                tp: batch[-1].offset for tp, batch in records.items() if batch
+            }
+        return records, active
 
     async def seek(self, partition: TP, offset: int) -> None:
         await super().seek(partition, offset)
@@ -293,6 +318,16 @@ class ReadGuard:
         self.retried.pop(tp, None)
         self.expected[tp] = offset + 1
         return None
+
+    def undelivered(self, fetched_last: dict[TP, int]) -> dict[TP, int]:
+        """Partitions a fetch returned records of (up to ``fetched_last``) that were not all
+        delivered: the offset to read each from again."""
+        again = {}
+        for tp, last in fetched_last.items():
+            want = self.expected.get(tp)
+            if want is not None and want <= last:
+                again[tp] = want
+        return again
 
     def head(self, tp: TP, committed: int | None) -> int | None:
         """The offset a commit of ``tp`` must have acknowledged first."""

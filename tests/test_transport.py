@@ -165,6 +165,20 @@ def test_without_a_committed_offset_the_first_record_sets_the_floor():
     assert guard.head(TP0, 9) == 9  # a commit since: the committed offset is the head
 
 
+def test_records_a_fetch_returned_but_did_not_deliver_are_read_again():
+    """The last records of a quiet partition: no later record would show the jump."""
+    tp1 = TP("inference.deferred", 1)
+    guard = transport.ReadGuard()
+    guard.assigned(TP0, 9)
+    guard.assigned(tp1, 4)
+    assert guard.check(tp1, 4) is None and guard.check(tp1, 5) is None  # both delivered
+    # The fetch held TP0's 9 (dropped: flow stopped) and tp1's 4..5 (delivered).
+    assert guard.undelivered({TP0: 9, tp1: 5}) == {TP0: 9}
+    assert guard.undelivered({tp1: 3}) == {}  # records read before: nothing to read again
+    guard.seeked(TP0, 9)
+    assert guard.check(TP0, 9) is None and guard.undelivered({TP0: 9}) == {}
+
+
 def test_a_revoked_partition_is_forgotten():
     guard = transport.ReadGuard()
     guard.assigned(TP0, 7)
