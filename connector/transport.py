@@ -183,9 +183,9 @@ class Consumer(faust_aiokafka.Consumer):
         # later record to show the jump, the last records of a quiet partition stayed
         # unread until more arrived; read them again now.
         fetched, self.__dict__["_fetched_last"] = self.__dict__.get("_fetched_last") or {}, {}
-        again = guard.undelivered(fetched)
-        assigned = self.assignment() if again else set()
-        for tp, offset in again.items():
+        unread = guard.undelivered(fetched)
+        assigned = self.assignment() if unread else set()
+        for tp, offset in unread.items():
             if tp not in rereading and tp in assigned and acking(tp.topic):
                 log.warning(
                     "%s[%d]: fetched up to offset %d, delivered up to %d; reading from %d again",
