@@ -148,11 +148,7 @@ class Members(MutableMapping[str, str]):
         return self._rid(pos)
 
     def __delitem__(self, cid: str) -> None:
-        pos = self._find(cid)
-        if pos < 0:
-            raise KeyError(cid)
-        self._flags[pos] |= _GONE
-        self._live -= 1
+        self.pop(cid)
 
     def pop(self, cid: str, *default: str | None) -> str | None:  # type: ignore[override]
         """Remove a member and return its request id (one lookup, not two)."""
