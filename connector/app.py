@@ -166,12 +166,8 @@ def _tables(app: faust.App, settings: Settings) -> tuple[Any, Any, Any]:
     )  # type: ignore[return-value]
 
 
-def _build(app: faust.App, settings: Settings, topic_limits: dict[str, int] | None) -> _Worker:
-    codec = build_codec(settings)
-    providers = build_providers(settings)
-    prices = PriceTable.load(settings.prices_file)
-    prices.require(providers)
-    outputs = Outputs(app, settings, codec, topic_limits)
+def work_topic(app: faust.App, settings: Settings) -> Any:
+    """The internal topic from intake to the work agent; its queue holds WORK_BUFFER events."""
     work = app.topic(
         f"{settings.app_id}-work",
         partitions=settings.partitions,
@@ -180,6 +176,20 @@ def _build(app: faust.App, settings: Settings, topic_limits: dict[str, int] | No
         value_serializer="json",
         config={"max.message.bytes": settings.kafka.max_request_size},
     )
+    # Decoded work events were the worker's largest transient: an intake burst queued up to
+    # STREAM_BUFFER of them, each bundling up to STREAM_BUFFER requests. Set on the topic:
+    # faust's app.topic() takes ``maxsize`` but does not pass it on.
+    work.maxsize = settings.work_buffer
+    return work
+
+
+def _build(app: faust.App, settings: Settings, topic_limits: dict[str, int] | None) -> _Worker:
+    codec = build_codec(settings)
+    providers = build_providers(settings)
+    prices = PriceTable.load(settings.prices_file)
+    prices.require(providers)
+    outputs = Outputs(app, settings, codec, topic_limits)
+    work = work_topic(app, settings)
     pending, batches, budgets = _tables(app, settings)
     deferred = DeferredLane(
         settings,

@@ -231,7 +231,7 @@ class Settings(BaseSettings):
     realtime_concurrency: int = Field(8, ge=1)
     realtime_timeout_s: float = Field(60.0, gt=0)
     # Per worker, queued + in flight. On rocksdb each costs its entry on disk (request +
-    # ~0.5 KB); peak RSS was 557 MB at 1,000,000 in flight (benchmarks/README.md).
+    # ~0.5 KB); peak RSS was 308 MB at 1,000,000 in flight (benchmarks/README.md).
     max_pending_requests: int = Field(1_000_000, ge=1)
     batch_concurrency: int = Field(
         8, ge=1
@@ -240,6 +240,9 @@ class Settings(BaseSettings):
     stream_buffer: int = Field(
         500, ge=1
     )  # events prefetched per partition (Faust stream_buffer_maxsize)
+    work_buffer: int = Field(
+        64, ge=1
+    )  # work events (each up to STREAM_BUFFER requests, decoded) queued for the work agent
     dedupe_window_s: float = Field(3600.0, ge=0)  # remember finished request ids this long
     batch_timeout_s: float = Field(25 * 3600.0, gt=0)  # cancel a batch still running after this
     poll_initial_s: float = Field(2.0, gt=0)
