@@ -211,6 +211,16 @@ class Consumer(faust_aiokafka.Consumer):
             self._guard.seeked(partition, offset)
 
     async def perform_seek(self) -> None:
+        # Faust's recovery resumes the stream partitions, awaits this seek, and only then
+        # clears every stream queue (flow_control.resume()). The fetcher runs meanwhile: a
+        # record fetched after the seek and queued before the clear was dropped while the
+        # position had moved past it, so a quiet partition's last request stayed unread
+        # until more arrived (the kill -9 test's request produced while no worker ran).
+        # Held back here, such records reach the queues after the clear. (Not while the
+        # flow is stopped: then the fetcher itself calls this, and delivers nothing.)
+        flow_control = self.app.flow_control
+        if self.flow_active and flow_control.is_active():
+            flow_control.suspend()
         await super().perform_seek()
         acking = self.app.topics.acks_enabled_for
         tps = [tp for tp in self.assignment() if acking(tp.topic)]

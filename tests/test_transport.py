@@ -261,3 +261,62 @@ async def test_record_batches_abandoned_fail_their_records_instead_of_hanging():
     future = await batches.add("t", None, b"v", partition=0)
     batches.abandon(RuntimeError("crashed"))
     assert isinstance(future.exception(), RuntimeError)
+
+
+async def test_records_fetched_while_recovery_seeks_survive_the_queue_clear_after_it(
+    monkeypatch,
+):
+    """Faust's recovery: resume the stream partitions, seek, then clear every stream queue.
+
+    A record the running fetcher delivers during the seek must not land in a queue before
+    that clear (it was lost: the position had moved past it).
+    """
+    from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+    flow_control = FlowControlEvent(initially_suspended=False)  # as after the recovery loop
+    queue: FlowControlQueue[str] = FlowControlQueue(flow_control=flow_control, clear_on_resume=True)
+    delivered: list[asyncio.Task[None]] = []
+
+    async def on_message(record: str) -> None:  # Faust's conductor: wait for flow, then queue
+        await flow_control.acquire()
+        queue.put_nowait(record)
+
+    async def faust_perform_seek(self) -> None:  # the seek, with a record arriving during it
+        delivered.append(asyncio.ensure_future(on_message("k-after")))
+        await asyncio.sleep(0.01)
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "perform_seek", faust_perform_seek)
+    consumer = Consumer.__new__(Consumer)
+    consumer.__dict__.update(
+        app=SimpleNamespace(
+            flow_control=flow_control, topics=SimpleNamespace(acks_enabled_for=lambda t: True)
+        ),
+        flow_active=True,
+        assignment=lambda: set(),
+        _committed_offset={},
+    )
+    await consumer.perform_seek()
+    flow_control.resume()  # what Faust's recovery does right after the seek
+    await asyncio.gather(*delivered)
+    assert list(queue._queue) == ["k-after"]  # type: ignore[attr-defined]
+
+
+async def test_a_seek_the_fetcher_makes_while_the_flow_is_stopped_holds_nothing(monkeypatch):
+    from mode.utils.queues import FlowControlEvent
+
+    async def faust_perform_seek(self) -> None:
+        pass
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "perform_seek", faust_perform_seek)
+    flow_control = FlowControlEvent(initially_suspended=False)  # as after the recovery loop
+    consumer = Consumer.__new__(Consumer)
+    consumer.__dict__.update(
+        app=SimpleNamespace(
+            flow_control=flow_control, topics=SimpleNamespace(acks_enabled_for=lambda t: True)
+        ),
+        flow_active=False,
+        assignment=lambda: set(),
+        _committed_offset={},
+    )
+    await consumer.perform_seek()
+    assert flow_control.is_active()
