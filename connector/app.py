@@ -166,7 +166,7 @@ def _tables(app: faust.App, settings: Settings) -> tuple[Any, Any, Any]:
     )  # type: ignore[return-value]
 
 
-def work_topic(app: faust.App, settings: Settings) -> Any:
+def work_topic(app: faust.App, settings: Settings) -> faust.TopicT:
     """The internal topic from intake to the work agent; its queue holds WORK_BUFFER events."""
     work = app.topic(
         f"{settings.app_id}-work",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
+from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -263,6 +264,20 @@ async def test_record_batches_abandoned_fail_their_records_instead_of_hanging():
     assert isinstance(future.exception(), RuntimeError)
 
 
+def _seeking_consumer(flow_control: Any, *, flow_active: bool) -> Consumer:
+    """A consumer with just what ``perform_seek`` reads (no stream partitions assigned)."""
+    consumer = Consumer.__new__(Consumer)
+    consumer.__dict__.update(
+        app=SimpleNamespace(
+            flow_control=flow_control, topics=SimpleNamespace(acks_enabled_for=lambda t: True)
+        ),
+        flow_active=flow_active,
+        assignment=lambda: set(),
+        _committed_offset={},
+    )
+    return consumer
+
+
 async def test_records_fetched_while_recovery_seeks_survive_the_queue_clear_after_it(
     monkeypatch,
 ):
@@ -286,16 +301,7 @@ async def test_records_fetched_while_recovery_seeks_survive_the_queue_clear_afte
         await asyncio.sleep(0.01)
 
     monkeypatch.setattr(faust_aiokafka.Consumer, "perform_seek", faust_perform_seek)
-    consumer = Consumer.__new__(Consumer)
-    consumer.__dict__.update(
-        app=SimpleNamespace(
-            flow_control=flow_control, topics=SimpleNamespace(acks_enabled_for=lambda t: True)
-        ),
-        flow_active=True,
-        assignment=lambda: set(),
-        _committed_offset={},
-    )
-    await consumer.perform_seek()
+    await _seeking_consumer(flow_control, flow_active=True).perform_seek()
     flow_control.resume()  # what Faust's recovery does right after the seek
     await asyncio.gather(*delivered)
     assert list(queue._queue) == ["k-after"]  # type: ignore[attr-defined]
@@ -309,14 +315,5 @@ async def test_a_seek_the_fetcher_makes_while_the_flow_is_stopped_holds_nothing(
 
     monkeypatch.setattr(faust_aiokafka.Consumer, "perform_seek", faust_perform_seek)
     flow_control = FlowControlEvent(initially_suspended=False)  # as after the recovery loop
-    consumer = Consumer.__new__(Consumer)
-    consumer.__dict__.update(
-        app=SimpleNamespace(
-            flow_control=flow_control, topics=SimpleNamespace(acks_enabled_for=lambda t: True)
-        ),
-        flow_active=False,
-        assignment=lambda: set(),
-        _committed_offset={},
-    )
-    await consumer.perform_seek()
+    await _seeking_consumer(flow_control, flow_active=False).perform_seek()
     assert flow_control.is_active()
