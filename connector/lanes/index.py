@@ -147,6 +147,10 @@ class Members(MutableMapping[str, str]):
             raise KeyError(cid)
         return self._rid(pos)
 
+    def get(self, cid: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        pos = self._find(cid)  # one lookup, no KeyError for a custom id that is not a member
+        return default if pos < 0 else self._rid(pos)
+
     def __delitem__(self, cid: str) -> None:
         self.pop(cid)
 
