@@ -25,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from time import monotonic
 from typing import Any, cast
 from weakref import WeakSet
 
 from aiokafka import TopicPartition
+from aiokafka.partitioner import DefaultPartitioner
 from faust.transport.drivers import TRANSPORTS
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
@@ -477,7 +479,44 @@ class RecordBatches:
                 sorted(metadata.partitions_for_topic(topic)),
                 sorted(metadata.available_partitions_for_topic(topic)),
             )
-        return int(self._producer._partitioner(key, *known))
+        partitioner = self._producer._partitioner
+        if key is not None and type(partitioner) is DefaultPartitioner:
+            return known[0][(murmur2(key) & 0x7FFFFFFF) % len(known[0])]
+        return int(partitioner(key, *known))
+
+
+_M = 0x5BD1E995
+_WORDS = [struct.Struct(f"<{n}I") for n in range(64)]
+
+
+def murmur2(data: bytes) -> int:
+    """The Java client's murmur2 hash of a record key, as aiokafka's ``murmur2`` computes it.
+
+    Keyed records pick their partition with it, once per result. aiokafka's version masks
+    after every step and indexes byte by byte: 1.7 µs for a 9-byte key, 5.6 µs for a UUID.
+    This one reads the key's 4-byte words at once and masks only what can overflow:
+    about twice as fast, and the same value for every key (see the tests).
+    """
+    length = len(data)
+    h = 0x9747B28C ^ length
+    n4 = length >> 2
+    if n4:
+        words = _WORDS[n4] if n4 < len(_WORDS) else struct.Struct(f"<{n4}I")
+        for k in words.unpack_from(data):
+            k = (k * _M) & 0xFFFFFFFF
+            k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
+            h = ((h * _M) & 0xFFFFFFFF) ^ k
+    tail = length & 3
+    if tail:
+        base = length - tail
+        if tail == 3:
+            h ^= data[base + 2] << 16
+        if tail >= 2:
+            h ^= data[base + 1] << 8
+        h = ((h ^ data[base]) * _M) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * _M) & 0xFFFFFFFF
+    return h ^ (h >> 15)
 
 
 def _copy_outcome(source: asyncio.Future[Any], target: asyncio.Future[Any]) -> None:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.tuples import Message
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from connector import transport
 from connector.transport import (
@@ -262,6 +268,32 @@ async def test_record_batches_abandoned_fail_their_records_instead_of_hanging():
     future = await batches.add("t", None, b"v", partition=0)
     batches.abandon(RuntimeError("crashed"))
     assert isinstance(future.exception(), RuntimeError)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.binary(max_size=300))
+def test_murmur2_is_aiokafkas_for_every_key(key):
+    assert transport.murmur2(key) == aiokafka_murmur2(key)
+
+
+@pytest.mark.parametrize("partitions", [1, 2, 3, 12, 100])
+async def test_keyed_records_go_to_the_partition_aiokafkas_default_partitioner_picks(partitions):
+    producer = BatchProducer()
+    everything = set(range(partitions))
+    producer._metadata = SimpleNamespace(
+        partitions_for_topic=lambda t: everything, available_partitions_for_topic=lambda t: {0}
+    )
+    producer._partitioner = DefaultPartitioner()
+    batches = RecordBatches(producer)
+    keys = [f"req-{i}".encode() for i in range(300)] + [str(uuid.uuid4()).encode()]
+    for key in keys:
+        chosen = await batches._partition("t", key)
+        assert chosen == producer._partitioner(key, sorted(everything), [0])
+
+
+async def test_another_partitioner_is_asked_itself():
+    batches = RecordBatches(BatchProducer())  # its partitioner: key length modulo 2
+    assert [await batches._partition("t", b"k" * n) for n in (1, 2, 3)] == [1, 0, 1]
 
 
 def _seeking_consumer(flow_control: Any, *, flow_active: bool) -> Consumer:
