@@ -106,16 +106,6 @@ class _Emission:
     exhausted: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class _Slice:
-    """Outcomes of one emission step sent together, and the read of their members' entries."""
-
-    outcomes: list[Outcome]
-    cids: list[str]
-    rids: list[str | None]  # the members' request ids; None: not (or no longer) a member
-    reading: asyncio.Future[list[PendingEntry | None]]
-
-
 class BatchMachine:
     """Opens batches from closes and drives each one through its phases."""
 
@@ -608,11 +598,10 @@ class BatchMachine:
     async def _emit_chunk(
         self, index: PartitionIndex, batch: BatchRecord, emission: _Emission
     ) -> None:
-        """Send the next outcomes of ``emission`` for about ``EMIT_STEP_S``, then settle them.
+        """Send the next outcomes of ``emission`` for up to ``EMIT_STEP_S``, then settle them.
 
-        Outcomes are taken a slice at a time, their requests' entries read in one read per
-        slice; the next slice's read runs while this one's outcomes are sent. A request is
-        sent once per step even if the provider lists it twice.
+        Outcomes are read a slice at a time and their requests' entries fetched in one read
+        per slice; a request is sent once per step even if the provider lists it twice.
         """
         with fewer_collections():
             try:
@@ -631,41 +620,21 @@ class BatchMachine:
         sent: list[Sent] = []
         seen: set[str] = set()
         stop_at = time.monotonic() + EMIT_STEP_S
-        room = self.settings.emit_chunk  # outcomes this step may still take
-
-        async def take() -> _Slice | None:
-            """The next slice of outcomes, its entries' read started; None once the step is full."""
-            nonlocal room
-            if room <= 0 or emission.exhausted or time.monotonic() >= stop_at:
-                return None
-            outcomes = await _read_outcomes(emission, min(EMIT_SLICE, room), stop_at)
-            room -= len(outcomes)
+        while len(sent) < self.settings.emit_chunk and time.monotonic() < stop_at:
+            want = min(EMIT_SLICE, self.settings.emit_chunk - len(sent))
+            outcomes = await _read_outcomes(emission, want, stop_at)
             fresh = []
             for outcome in outcomes:
                 if outcome.custom_id not in seen:
                     seen.add(outcome.custom_id)
                     fresh.append(outcome)
-            cids = [o.custom_id for o in fresh]
-            rids = [members.get(cid) for cid in cids]
-            known = [rid for rid in rids if rid is not None]
-            return _Slice(fresh, cids, rids, self.ledger.read_entries(known))
-
-        current = await take()
-        following: _Slice | None = None
-        try:
-            while current is not None:
-                following = await take()
-                found = await current.reading
-                entries = self._live(batch, members, current.cids, current.rids, found)
-                async with _collected(self.out):
-                    for outcome, entry in zip(current.outcomes, entries, strict=True):
-                        if entry is not None:
-                            sent.append(await self._send_outcome(batch, entry, outcome))
-                current, following = following, None
-        finally:
-            for abandoned in (current, following):  # a failed step: reads nobody awaits
-                if abandoned is not None:
-                    abandoned.reading.cancel()
+            entries = self._members(batch, members, [o.custom_id for o in fresh])
+            async with _collected(self.out):
+                for outcome, entry in zip(fresh, entries, strict=True):
+                    if entry is not None:
+                        sent.append(await self._send_outcome(batch, entry, outcome))
+            if emission.exhausted:
+                break
         await self.delivery.settle(index, sent)
         emission.succeeded += sum(s.succeeded for s in sent)
         emission.failed += sum(not s.succeeded for s in sent)
@@ -721,25 +690,7 @@ class BatchMachine:
         """:meth:`_member` of each custom id, their entries read from the table at once."""
         rids = [members.get(cid) for cid in cids]
         known = [rid for rid in rids if rid is not None]
-        return self._live(
-            batch, members, cids, rids, self.ledger.entries_of(known) if known else []
-        )
-
-    def _live(
-        self,
-        batch: BatchRecord,
-        members: Members,
-        cids: list[str],
-        rids: list[str | None],
-        found: list[PendingEntry | None],
-    ) -> list[PendingEntry | None]:
-        """The entry of each member still in flight in ``batch`` (None for the others).
-
-        ``rids`` are the members' request ids (None: not a member), ``found`` the entries
-        read for those that are. A member whose entry is gone, done or in another batch
-        leaves the batch's members.
-        """
-        entries = iter(found)
+        entries = iter(self.ledger.entries_of(known) if known else [])
         live: list[PendingEntry | None] = []
         for cid, rid in zip(cids, rids, strict=True):
             if rid is None:

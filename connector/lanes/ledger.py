@@ -13,13 +13,11 @@ migrated when read.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
-from connector.aio import then
 from connector.costs.profile import RequestProfile
 from connector.model import BatchKey
 from connector.providers.base import BatchHandle, BatchState
@@ -413,21 +411,6 @@ class Ledger:
             else [self._pending_read.get(rid) for rid in request_ids]
         )
         return [PendingEntry.from_json(raw) if raw else None for raw in raws]
-
-    def read_entries(self, request_ids: Sequence[str]) -> asyncio.Future[list[PendingEntry | None]]:
-        """:meth:`entries_of`, started now and awaited later; the store reads off the event
-        loop where it can (see ``DirectTable.read_many``)."""
-        read_many = getattr(self._pending_read, "read_many", None)
-        if read_many is None or not request_ids:
-            entries: asyncio.Future[list[PendingEntry | None]] = (
-                asyncio.get_running_loop().create_future()
-            )
-            entries.set_result(self.entries_of(request_ids))
-            return entries
-        return then(
-            read_many(request_ids),
-            lambda raws: [PendingEntry.from_json(raw) if raw else None for raw in raws],
-        )
 
     def put_entry(self, entry: PendingEntry) -> None:
         """Write (replace) the entry of its request id."""

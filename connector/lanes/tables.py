@@ -13,10 +13,8 @@ recovery restores these tables. Any other store (``memory://``) keeps Faust's ow
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterator, MutableMapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import orjson
@@ -24,20 +22,9 @@ from faust.stores.base import SerializedStore
 from faust.streams import current_event
 from faust.types import TP
 
-from connector.aio import then
 from connector.transport import RecordBatches
 
 log = logging.getLogger(__name__)
-
-_READER: ThreadPoolExecutor | None = None
-
-
-def _reader() -> ThreadPoolExecutor:
-    """The one thread that does :meth:`DirectTable.read_many`'s RocksDB reads."""
-    global _READER
-    if _READER is None:
-        _READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-read")
-    return _READER
 
 
 def dumps(value: Any) -> bytes:
@@ -93,26 +80,6 @@ class DirectTable(MutableMapping[str, Any]):
             return [self.get(key) for key in keys]
         raws = db.get([dumps(key) for key in keys])
         return [None if raw is None else orjson.loads(raw) for raw in raws]
-
-    def read_many(self, keys: Sequence[str]) -> asyncio.Future[list[Any]]:
-        """:meth:`get_many`, started now and awaited later: the RocksDB read runs on a thread.
-
-        rocksdict releases the GIL while it reads. Keys read at random (a provider's result
-        order) miss RocksDB's block cache and cost ~8 µs each, 15 % of an emission's CPU:
-        started before the previous slice is sent, the read is done when it is needed.
-        The values are decoded on the event loop. The thread holds the partition's store
-        object, so a rebalance that drops the store meanwhile frees it after the read.
-        """
-        loop = asyncio.get_running_loop()
-        db = self._partition_db()
-        if db is None:
-            values: asyncio.Future[list[Any]] = loop.create_future()
-            values.set_result(self.get_many(keys))
-            return values
-        raws = loop.run_in_executor(_reader(), db.get, [dumps(key) for key in keys])
-        return then(
-            raws, lambda found: [None if raw is None else orjson.loads(raw) for raw in found]
-        )
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._write(dumps(key), dumps(value))

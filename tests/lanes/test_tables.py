@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
-import threading
 import tracemalloc
 from types import SimpleNamespace
 
 import orjson
 import pytest
-import rocksdict
 
 from connector.lanes import tables
 from connector.lanes.tables import DirectTable, OwnRun, dumps
@@ -156,53 +153,3 @@ def test_dumps_is_orjson_bytes_of_their_own_size() -> None:
     # cost about its length, not orjson's 4 KB buffer (3.12 and later never shrink it).
     held = _held_bytes(lambda i: dumps({"request_id": f"r-{i}", "state": "batched"}))
     assert held < 1_000 * 200
-
-
-class ThreadNoting:
-    """A partition's rocksdict database that notes on which thread it is read."""
-
-    def __init__(self, db, gate=None) -> None:
-        self.db, self.gate = db, gate
-        self.read_on: list[str] = []
-
-    def get(self, keys):
-        self.read_on.append(threading.current_thread().name)
-        if self.gate is not None:
-            self.read_on.append("loop ran meanwhile" if self.gate.wait(10) else "loop blocked")
-        return self.db.get(keys)
-
-
-@pytest.fixture
-def rocks_table(monkeypatch, tmp_path):
-    event = SimpleNamespace(message=SimpleNamespace(partition=0))
-    monkeypatch.setattr(tables, "current_event", lambda: event)
-    db = rocksdict.Rdict(str(tmp_path / "p0"), options=rocksdict.Options(raw_mode=True))
-    for key, value in {"a": {"n": 1}, "b": {"n": 2}}.items():
-        db[dumps(key)] = dumps(value)
-    noting = ThreadNoting(db)
-    store = SimpleNamespace(use_rocksdict=True, _db_for_partition=lambda partition: noting)
-    direct = DirectTable(
-        SimpleNamespace(data=store, changelog_topic=None, is_global=False, use_partitioner=False)
-    )
-    yield direct, noting
-    db.close()
-
-
-async def test_read_many_reads_rocksdb_on_another_thread_while_the_loop_goes_on(rocks_table):
-    direct, db = rocks_table
-    gate = db.gate = threading.Event()
-
-    async def open_gate():
-        gate.set()  # runs only if the event loop is free while the read waits for it
-
-    opened = asyncio.ensure_future(open_gate())
-    assert await direct.read_many(["b", "missing", "a"]) == [{"n": 2}, None, {"n": 1}]
-    await opened
-    assert db.read_on[0].startswith("table-read") and db.read_on[1] == "loop ran meanwhile"
-
-
-async def test_read_many_and_get_many_read_the_same(rocks_table):
-    direct, db = rocks_table
-    keys = ["a", "missing", "b", "a"]
-    assert await direct.read_many(keys) == direct.get_many(keys)
-    assert db.read_on[1] == threading.current_thread().name  # get_many: on the loop's thread
