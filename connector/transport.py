@@ -486,7 +486,6 @@ class RecordBatches:
 
 
 _M = 0x5BD1E995
-_WORDS = [struct.Struct(f"<{n}I") for n in range(64)]
 
 
 def murmur2(data: bytes) -> int:
@@ -499,13 +498,10 @@ def murmur2(data: bytes) -> int:
     """
     length = len(data)
     h = 0x9747B28C ^ length
-    n4 = length >> 2
-    if n4:
-        words = _WORDS[n4] if n4 < len(_WORDS) else struct.Struct(f"<{n4}I")
-        for k in words.unpack_from(data):
-            k = (k * _M) & 0xFFFFFFFF
-            k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
-            h = ((h * _M) & 0xFFFFFFFF) ^ k
+    for k in struct.unpack_from(f"<{length >> 2}I", data):  # struct caches the format
+        k = (k * _M) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * _M) & 0xFFFFFFFF
+        h = ((h * _M) & 0xFFFFFFFF) ^ k
     tail = length & 3
     if tail:
         base = length - tail
