@@ -289,12 +289,10 @@ class BatchMachine:
         except ProviderError as exc:
             metrics.labelled(metrics.PROVIDER_ERRORS, batch.provider, batch.phase).inc()
             log.warning("batch %s (%s): %s; will retry", batch.batch_id, batch.phase, exc)
-            self._drop_emission(batch.batch_id)
             self._defer(batch.batch_id, getattr(exc, "retry_after", None))
             return False
         except DeliveryFailed as exc:
             log.warning("batch %s (%s): %s", batch.batch_id, batch.phase, exc)
-            self._drop_emission(batch.batch_id)
             self._defer(batch.batch_id)
             return False
         except Exception as exc:  # noqa: BLE001 - one batch's bug must not stop the others
@@ -311,10 +309,16 @@ class BatchMachine:
             return False
         if batch.phase is BatchPhase.SUBMITTED:
             return await self._poll(index, batch, provider)
-        return await self._emit(index, batch, provider)
+        try:
+            return await self._emit(index, batch, provider)
+        except BaseException:
+            # The outcomes a failed step took from the result stream went with it (a
+            # cancelled task's too): the next step reads the results again from the start,
+            # skipping the members already done, instead of retrying the lost ones.
+            self._drop_emission(batch.batch_id)
+            raise
 
     async def _step_failed(self, index: PartitionIndex, batch: BatchRecord, exc: Exception) -> None:
-        self._drop_emission(batch.batch_id)
         batch.failures += 1
         batch.last_error = records.exception_message(exc)
         log.error(
@@ -604,14 +608,7 @@ class BatchMachine:
         per slice; a request is sent once per step even if the provider lists it twice.
         """
         with fewer_collections():
-            try:
-                await self._emit_step(index, batch, emission)
-            except BaseException:
-                # The outcomes this step took from the stream go with it (a cancelled
-                # worker task too): the next step reads the results again from the start,
-                # skipping the members already done, instead of retrying the lost ones.
-                self._drop_emission(batch.batch_id)
-                raise
+            await self._emit_step(index, batch, emission)
 
     async def _emit_step(
         self, index: PartitionIndex, batch: BatchRecord, emission: _Emission
